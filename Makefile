@@ -1,0 +1,46 @@
+# The two commands a newcomer runs: `make test` (now) and `make demo` (arrives with the controllers).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH_VERSION ?= 2.13.0
+FASHION_MNIST := /usr/share/datasets/fashion-mnist
+
+.PHONY: install test test-slow lint format bench fashion-mnist clean
+
+# torch first, pinned: an unpinned torch (or one pulled in by another package) is a multi-GB CUDA build
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet torch==$(TORCH_VERSION)
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+install: $(VENV)/.installed
+
+# Debian's package of the real Fashion-MNIST IDX files; tests that need it skip when it is absent
+fashion-mnist:
+	@if [ -f $(FASHION_MNIST)/train-images-idx3-ubyte.gz ]; then :; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 || \
+		{ apt-get update -q >/dev/null && apt-get install -y -q dataset-fashion-mnist >/dev/null; } || \
+		echo "warning: could not install dataset-fashion-mnist; tests on the real data will skip"; \
+	else echo "note: Fashion-MNIST not found at $(FASHION_MNIST) (apt-get install -y dataset-fashion-mnist)"; fi
+
+test: install fashion-mnist
+	$(PY) -m pytest
+
+test-slow: install fashion-mnist
+	$(PY) -m pytest -m slow || [ $$? = 5 ]  # 5: no slow tests collected
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+# CPU latency per level as a ratio to u=1 (levels interleaved in one run)
+bench: install
+	$(VENV)/bin/tnn bench latency --models resnet20 --batch-sizes 1 64
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info

@@ -1,0 +1,138 @@
+"""Checkpoints: round trip, half precision, and refusal of anything foreign or unsafe."""
+
+import os
+import pickle
+
+import pytest
+import torch
+
+import tnn
+from tnn.checkpoint import FORMAT, VERSION, CheckpointError, read_checkpoint
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    m = tnn.create_model("resnet20", in_channels=1, input_size=28)
+    m.train()
+    with torch.no_grad():  # give every level's norms non-trivial statistics
+        for u in m.levels:
+            m(torch.rand(8, 1, 28, 28), u)
+    return m.eval()
+
+
+def test_round_trip_restores_weights_statistics_and_card(model, tmp_path):
+    path = tmp_path / "m.pt"
+    accuracy = {0.125: 41.5, 1.0: 93.25}
+    tnn.save_checkpoint(model, path, dataset="fashion_mnist", variant="tnn", accuracy=accuracy, made={"seed": 3})
+    loaded, card = tnn.load_checkpoint(path)
+    assert not loaded.training
+    x = torch.rand(3, 1, 28, 28)
+    with torch.no_grad():
+        for u in model.levels:
+            torch.testing.assert_close(loaded(x, u), model(x, u), rtol=0, atol=0)
+    assert card["arch"] == "resnet20" and card["dataset"] == "fashion_mnist" and card["variant"] == "tnn"
+    assert card["accuracy"] == {"0.125": 41.5, "1": 93.25}
+    assert card["levels"] == list(model.levels) and card["made"] == {"seed": 3}
+    assert card["flops"]["0.5"] == model.flops(0.5) and card["params"]["1"] == model.params(1.0)
+    assert loaded.model_kwargs == model.model_kwargs
+    assert [p.name for p in tmp_path.iterdir()] == ["m.pt"]  # no temporary file left behind
+
+
+def test_half_precision_storage_is_smaller_and_close(model, tmp_path):
+    full, half = tmp_path / "full.pt", tmp_path / "half.pt"
+    tnn.save_checkpoint(model, full)
+    tnn.save_checkpoint(model, half, half=True)
+    assert half.stat().st_size < 0.6 * full.stat().st_size
+    loaded, _ = tnn.load_checkpoint(half)
+    assert all(p.dtype == torch.float32 for p in loaded.parameters())
+    x = torch.rand(4, 1, 28, 28)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x), atol=5e-2, rtol=5e-2)
+
+
+class _Exploit:
+    def __reduce__(self):
+        return (os.system, (f"touch {self.target}",))
+
+
+def test_malicious_pickle_is_refused_without_running_its_code(tmp_path):
+    target = tmp_path / "pwned"
+    exploit = _Exploit()
+    exploit.target = target
+    path = tmp_path / "evil.pt"
+    torch.save({"format": FORMAT, "version": 1, "payload": exploit}, path)
+    with pytest.raises(CheckpointError, match="never unpickled"):
+        tnn.load_checkpoint(path)
+    assert not target.exists()
+    raw = tmp_path / "evil.pkl"  # a bare pickle, not even a torch zip file
+    raw.write_bytes(pickle.dumps(exploit))
+    with pytest.raises(CheckpointError):
+        tnn.load_checkpoint(raw)
+    assert not target.exists()
+
+
+def test_corrupt_foreign_and_newer_files_get_clear_errors(model, tmp_path):
+    good = tmp_path / "good.pt"
+    tnn.save_checkpoint(model, good)
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(good.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match="corrupt"):
+        tnn.load_checkpoint(truncated)
+    text = tmp_path / "notes.pt"
+    text.write_text("hello")
+    with pytest.raises(CheckpointError):
+        tnn.load_checkpoint(text)
+    foreign = tmp_path / "state_dict.pt"
+    torch.save(model.state_dict(), foreign)
+    with pytest.raises(CheckpointError, match="not a TNN checkpoint"):
+        tnn.load_checkpoint(foreign)
+    payload = read_checkpoint(good)
+    newer = tmp_path / "newer.pt"
+    torch.save({**payload, "version": VERSION + 1}, newer)
+    with pytest.raises(CheckpointError, match=f"v{VERSION + 1}, newer .*upgrade"):
+        tnn.load_checkpoint(newer)
+    wrong = tmp_path / "wrong_arch.pt"
+    torch.save({**payload, "arch": "resnet32"}, wrong)
+    with pytest.raises(CheckpointError, match="do not fit resnet32"):
+        tnn.load_checkpoint(wrong)
+    unknown = tmp_path / "unknown_arch.pt"
+    torch.save({**payload, "arch": "resnet21"}, unknown)
+    with pytest.raises(CheckpointError, match="known models"):
+        tnn.load_checkpoint(unknown)
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        tnn.load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_nan_weights_are_refused(model, tmp_path):
+    path = tmp_path / "nan.pt"
+    tnn.save_checkpoint(model, path)
+    payload = read_checkpoint(path)
+    payload["state_dict"]["fc.weight"] = torch.full_like(payload["state_dict"]["fc.weight"], float("nan"))
+    torch.save(payload, path)
+    with pytest.raises(CheckpointError, match="NaN"):
+        tnn.load_checkpoint(path)
+
+
+def test_meta_must_be_storable_and_models_must_come_from_the_registry(model, tmp_path):
+    with pytest.raises(ValueError, match="not storable"):
+        tnn.save_checkpoint(model, tmp_path / "x.pt", made={"when": object()})
+    bare = tnn.models.resnet.CifarResNet(20)
+    with pytest.raises(ValueError, match="create_model"):
+        tnn.save_checkpoint(bare, tmp_path / "y.pt")
+    assert not any(tmp_path.iterdir())
+
+
+def test_failed_write_leaves_the_old_file_intact(model, tmp_path):
+    path = tmp_path / "m.pt"
+    tnn.save_checkpoint(model, path)
+    before = path.read_bytes()
+
+    def boom(fh):
+        fh.write(b"partial")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        tnn.checkpoint.atomic_write(path, boom)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["m.pt"]

@@ -1,0 +1,194 @@
+"""Every registered model: shapes, exact FLOPs, real slicing (== masked reference), gradients."""
+
+import itertools
+import math
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+import tnn
+from tnn.layers import CostCounter, LevelBatchNorm, ThrottleConv, ThrottleLinear
+
+
+def _configs():
+    for name in tnn.list_models():
+        strategies = tnn.create_model(name).strategies if name in ("resnet20", "resnext29_8x16d") else ("width",)
+        for strategy in strategies:
+            yield pytest.param(name, strategy, id=f"{name}-{strategy}")
+
+
+CONFIGS = list(_configs())
+_CACHE: dict = {}
+
+
+def build(name: str, strategy: str = "width", **kwargs) -> tnn.ThrottleNet:
+    key = (name, strategy, tuple(sorted(kwargs.items())))
+    if key not in _CACHE:
+        torch.manual_seed(0)
+        _CACHE[key] = tnn.create_model(name, strategy=strategy, **kwargs)
+    return _CACHE[key]
+
+
+def batch(model: tnn.ThrottleNet, n: int = 2) -> torch.Tensor:
+    return torch.rand(n, *model.input_shape, generator=torch.Generator().manual_seed(1))
+
+
+@pytest.mark.parametrize("name, strategy", CONFIGS)
+def test_every_level_runs_with_finite_outputs_and_exact_flops(name, strategy):
+    model = build(name, strategy).eval()
+    x = batch(model, 1)
+    flops = []
+    with torch.no_grad():
+        for u in model.levels:
+            with FlopCounterMode(display=False) as counter:
+                y = model(x, u)
+            assert y.shape == (1, model.num_classes) and torch.isfinite(y).all()
+            assert model.flops(u) == counter.get_total_flops()  # batch 1: total == per sample
+            flops.append(model.flops(u))
+    assert all(a < b for a, b in itertools.pairwise(flops)), f"FLOPs not strictly increasing: {flops}"
+    assert model.levels[-1] == 1.0 and len(model.levels) == 8
+
+
+@pytest.mark.parametrize("name, strategy", CONFIGS)
+def test_sliced_forward_equals_masked_full_width_reference(name, strategy):
+    model = build(name, strategy).train()  # batch statistics keep untrained activations O(1)
+    x = batch(model, 2)
+    with torch.no_grad():
+        for u in model.levels:
+            sliced, masked = model(x, u), model(x, u, masked=True)
+            torch.testing.assert_close(sliced, masked, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name, strategy", CONFIGS)
+def test_active_subnetwork_and_only_it_gets_gradients(name, strategy):
+    model = build(name, strategy).train()
+    x = batch(model, 4)
+    for u in (model.levels[0], model.levels[len(model.levels) // 2]):
+        model.zero_grad(set_to_none=True)
+        counter = CostCounter()
+        out = model(x, u, counter=counter)
+        weights = torch.randn(out.shape, generator=torch.Generator().manual_seed(2))
+        (out * weights).sum().backward()
+        level = model.level_index(u)
+        for module in model.modules():
+            if isinstance(module, LevelBatchNorm):
+                for i, norm in enumerate(module.norms):  # no other level's norm is touched
+                    ran = i == level and id(module) in counter.modules
+                    assert (norm.weight.grad is not None) == ran
+            elif isinstance(module, (ThrottleConv, ThrottleLinear)):
+                assert (module.weight.grad is not None) == (id(module) in counter.modules)
+        nonzero = sum(int((p.grad != 0).sum()) for p in model.parameters() if p.grad is not None)
+        active = model.params(u)
+        assert counter.params == active
+        assert nonzero <= active, "gradient reached parameters outside the active sub-network"
+        # a few units can be dead for a tiny batch of random inputs (no gradient), not many
+        assert nonzero >= 0.9 * active, f"only {nonzero} of {active} active parameters got a gradient"
+
+
+@pytest.mark.parametrize("name", tnn.list_models())
+def test_u_between_levels_runs_the_level_above(name):
+    model = build(name).eval()
+    x = batch(model, 1)
+    levels = model.levels
+    with torch.no_grad():
+        for lo, hi in zip((0.0, *levels), levels, strict=False):
+            mid = (lo + hi) / 2
+            assert model.snap(mid) == hi
+            torch.testing.assert_close(model(x, mid), model(x, hi), rtol=0, atol=0)
+        assert model.flops(0.3) == model.flops(0.375)
+
+
+@pytest.mark.parametrize("u", [0, -0.5, 1.5, float("nan"), float("inf"), None, "1"])
+def test_invalid_u_raises_value_error(u):
+    model = build("resnet20")
+    with pytest.raises(ValueError, match="u must be"):
+        model(batch(model, 1), u)
+    with pytest.raises(ValueError, match="u must be"):
+        model.flops(u)
+
+
+def test_wrong_input_shape_names_the_expected_shape():
+    model = build("resnet20")
+    with pytest.raises(ValueError, match=r"N×3×32×32"):
+        model(torch.rand(2, 1, 32, 32))
+    with pytest.raises(ValueError, match=r"N×3×32×32"):
+        model(torch.rand(2, 3, 28, 28))
+    with pytest.raises(ValueError, match="float images"):
+        model(torch.zeros(2, 3, 32, 32, dtype=torch.uint8))
+    clip = build("c3d_small", in_channels=1)
+    with pytest.raises(ValueError, match=r"N×1×16×32×32"):
+        clip(torch.rand(2, 1, 8, 32, 32))
+
+
+@pytest.mark.parametrize("name", [n for n in tnn.list_models() if not n.startswith("c3d")])
+def test_image_models_take_fashion_mnist_input(name):
+    model = build(name, in_channels=1, input_size=28).eval()
+    with torch.no_grad():
+        for u in (model.levels[0], 1.0):
+            y = model(torch.rand(2, 1, 28, 28), u)
+            assert y.shape == (2, 10) and torch.isfinite(y).all()
+
+
+def test_resnet20_width_cuts_flops_quadratically():
+    model = build("resnet20")
+    assert model.flops(0.5) / model.flops(1.0) <= 0.30
+    assert model.flops(model.levels[0]) / model.flops(1.0) <= 0.05
+
+
+def test_depth_strategy_skips_blocks_but_keeps_width():
+    model = build("resnet20", "depth")
+    full = model.flops(1.0)
+    # every block of ResNet-20 costs the same, so FLOPs grow in whole-block steps (nine blocks)
+    ratios = [model.flops(u) / full for u in model.levels]
+    assert ratios[0] < 0.3 and ratios[-1] == 1.0
+    assert model.params(model.levels[0]) < model.params(1.0)
+    assert all(c.out_counts[0] == c.out_channels for c in model.modules() if isinstance(c, tnn.layers.ThrottleConv))
+
+
+def test_params_at_full_width_counts_all_but_other_levels_norms():
+    model = build("resnet20")
+    total = sum(p.numel() for p in model.parameters())
+    other_norms = sum(
+        p.numel()
+        for m in model.modules()
+        if isinstance(m, LevelBatchNorm)
+        for norm in m.norms[:-1]
+        for p in norm.parameters()
+    )
+    assert model.params(1.0) == total - other_norms
+
+
+def test_strategy_and_registry_errors_are_clear():
+    with pytest.raises(ValueError, match=r"known models: .*resnet20"):
+        tnn.create_model("resnet21")
+    with pytest.raises(ValueError, match="supports strategies"):
+        tnn.create_model("vgg11", strategy="depth")
+    with pytest.raises(ValueError, match="strategies"):
+        tnn.create_model("resnet20", strategy="height")
+    with pytest.raises(ValueError, match="unexpected keyword argument 'colour'"):
+        tnn.create_model("resnet20", colour="red")
+    with pytest.raises(ValueError, match="6n\\+2"):
+        tnn.models.resnet.CifarResNet(21)
+    assert tnn.list_models("resnet*") == ["resnet110", "resnet20", "resnet32", "resnet56"]
+
+
+def test_custom_levels():
+    model = tnn.create_model("resnet20", levels=(0.25, 0.5, 1.0))
+    assert model.levels == (0.25, 0.5, 1.0)
+    assert model.snap(0.3) == 0.5
+    with pytest.raises(ValueError, match=r"end with 1\.0"):
+        tnn.create_model("resnet20", levels=(0.25, 0.5))
+    with pytest.raises(ValueError, match="ascending"):
+        tnn.create_model("resnet20", levels=(0.5, 0.25, 1.0))
+
+
+def test_no_global_state_between_models_and_calls():
+    a, b = tnn.create_model("resnet20").eval(), tnn.create_model("resnet20").eval()
+    b.load_state_dict(a.state_dict())
+    x = batch(a, 1)
+    with torch.no_grad():
+        ref = a(x, 1.0)
+        b(x, 0.125)  # a call on another model at another level changes nothing here
+        torch.testing.assert_close(a(x, 1.0), ref, rtol=0, atol=0)
+    assert not math.isclose(a.flops(0.125), a.flops(1.0))

@@ -1,0 +1,121 @@
+"""Latency benchmark: every level timed side by side in one run, as a ratio to u=1.
+
+Levels are *interleaved* — each repetition times every level once, in a rotating order — so that
+thermal drift, frequency scaling or a noisy neighbour hits all levels alike. The masked reference
+(full width, inactive channels zeroed: what masking-based TNN code runs) is timed in the same
+loop, to show that only slicing saves time.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import torch
+
+from tnn.models import ThrottleNet, create_model
+
+__all__ = ["LevelTiming", "bench_latency", "format_table", "time_levels"]
+
+
+@dataclass
+class LevelTiming:
+    """Latency of one forward call at one level (milliseconds)."""
+
+    model: str
+    batch_size: int
+    u: float
+    flops: int
+    median_ms: float
+    p10_ms: float
+    p90_ms: float
+    ratio: float  # median / median at u=1 (sliced)
+    masked_median_ms: float | None = None
+    masked_ratio: float | None = None
+
+
+def _quantile(xs: Sequence[float], q: float) -> float:
+    return statistics.quantiles(xs, n=10, method="inclusive")[round(q * 10) - 1] if len(xs) > 1 else xs[0]
+
+
+def time_levels(
+    model: ThrottleNet, x: torch.Tensor, *, repeats: int = 30, warmup: int = 3, masked: bool = False
+) -> dict[tuple[float, bool], list[float]]:
+    """Wall time (ms) of ``model(x, u)`` per (level, masked), levels interleaved over repetitions."""
+    variants = [(u, False) for u in model.levels] + ([(u, True) for u in model.levels] if masked else [])
+    times: dict[tuple[float, bool], list[float]] = {v: [] for v in variants}
+    sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
+    with torch.inference_mode():
+        for _ in range(warmup):
+            for u, m in variants:
+                model(x, u, masked=m)
+        sync()
+        for r in range(repeats):
+            k = r % len(variants)
+            for u, m in variants[k:] + variants[:k]:
+                start = time.perf_counter()
+                model(x, u, masked=m)
+                sync()
+                times[(u, m)].append((time.perf_counter() - start) * 1e3)
+    return times
+
+
+def bench_latency(
+    models: Sequence[str],
+    batch_sizes: Sequence[int] = (1, 64),
+    *,
+    repeats: int = 30,
+    warmup: int = 3,
+    masked: bool = True,
+    in_channels: int | None = None,
+    device: str = "cpu",
+) -> list[LevelTiming]:
+    """Time every level of each named model (freshly built, eval mode) at each batch size."""
+    rows: list[LevelTiming] = []
+    for name in models:
+        kwargs = {} if in_channels is None else {"in_channels": in_channels}
+        model = create_model(name, **kwargs).to(device).eval()
+        for bs in batch_sizes:
+            x = torch.rand(bs, *model.input_shape, device=device)
+            times = time_levels(model, x, repeats=repeats, warmup=warmup, masked=masked)
+            full = statistics.median(times[(1.0, False)])
+            for u in model.levels:
+                t = times[(u, False)]
+                med = statistics.median(t)
+                row = LevelTiming(name, bs, u, model.flops(u), med, _quantile(t, 0.1), _quantile(t, 0.9), med / full)
+                if masked:
+                    row.masked_median_ms = statistics.median(times[(u, True)])
+                    row.masked_ratio = row.masked_median_ms / full
+                rows.append(row)
+    return rows
+
+
+def format_table(rows: Sequence[LevelTiming]) -> str:
+    """A markdown table of the timings."""
+    masked = any(r.masked_ratio is not None for r in rows)
+    head = "| model | batch | u | MFLOPs | FLOPs ratio | median ms | p10–p90 ms | latency ratio |"
+    sep = "|---|---:|---:|---:|---:|---:|---:|---:|"
+    if masked:
+        head += " masked ms | masked ratio |"
+        sep += "---:|---:|"
+    lines = [head, sep]
+    full_flops = {(r.model, r.batch_size): r.flops for r in rows if r.u == 1.0}
+    for r in rows:
+        line = (
+            f"| {r.model} | {r.batch_size} | {r.u:.3f} | {r.flops / 1e6:.2f} | "
+            f"{r.flops / full_flops[(r.model, r.batch_size)]:.3f} | {r.median_ms:.3f} | "
+            f"{r.p10_ms:.3f}–{r.p90_ms:.3f} | **{r.ratio:.3f}** |"
+        )
+        if masked:
+            line += f" {r.masked_median_ms:.3f} | {r.masked_ratio:.3f} |"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def rows_to_json(rows: Sequence[LevelTiming]) -> str:
+    return json.dumps(
+        {"torch": torch.__version__, "threads": torch.get_num_threads(), "rows": [asdict(r) for r in rows]}, indent=1
+    )

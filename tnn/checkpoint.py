@@ -1,0 +1,163 @@
+"""Versioned checkpoints: the state dict plus the model card, safe to load.
+
+A checkpoint is a plain dict of tensors and primitives, so it loads with
+``torch.load(weights_only=True)`` — never with an unrestricted unpickler — and it is written
+atomically (temporary file, fsync, rename), so an interrupted save never leaves a broken file.
+
+Layout (format version 1)::
+
+    {"format": "tnn-checkpoint", "version": 1,
+     "arch": "resnet20", "model_kwargs": {...},      # rebuilds the model via create_model
+     "state_dict": {...}, "dtype": "float32" | "float16",
+     "card": {"arch", "levels", "strategy", "params", "flops", ... user meta:
+              "dataset", "variant", "accuracy" {u: top-1 %}, "made" {command, seed, ...}}}
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tnn.models import ThrottleNet, create_model
+
+__all__ = ["FORMAT", "VERSION", "CheckpointError", "atomic_write", "load_checkpoint", "save_checkpoint"]
+
+FORMAT = "tnn-checkpoint"
+VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A file that is not a readable TNN checkpoint of a version this library knows."""
+
+
+def atomic_write(path: str | os.PathLike, write: Any) -> Path:
+    """Call ``write(fileobj)`` on a temporary file beside ``path``, then rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _check_primitive(value: Any, where: str) -> Any:
+    """Meta must survive ``weights_only`` loading: primitives, lists, tuples, str-keyed dicts."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, Mapping):
+        out = {}
+        for k, v in value.items():
+            key = f"{float(k):g}" if isinstance(k, float) else k
+            if not isinstance(key, (str, int)):
+                raise ValueError(f"checkpoint meta {where}: keys must be str, int or float, got {k!r}")
+            out[key] = _check_primitive(v, f"{where}.{key}")
+        return out
+    if isinstance(value, (list, tuple)):
+        return [_check_primitive(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:  # numpy / torch scalars
+        return _check_primitive(value.item(), where)
+    raise ValueError(
+        f"checkpoint meta {where}: {type(value).__name__} is not storable; use numbers, strings, lists, dicts"
+    )
+
+
+def save_checkpoint(model: ThrottleNet, path: str | os.PathLike, *, half: bool = False, **meta: Any) -> Path:
+    """Write ``model`` and its card to ``path`` atomically; ``half`` stores float weights as fp16.
+
+    The card always holds arch, model_kwargs, levels, strategy, parameter and FLOP counts; the
+    keyword arguments add the rest (dataset, variant, accuracy {u: %}, made {command, seed, ...}).
+    Accuracy keys are stored as strings ("0.125"), as JSON would.
+    """
+    if not isinstance(model, ThrottleNet) or not model.model_kwargs:
+        raise ValueError("save_checkpoint needs a model built by tnn.create_model (it records how to rebuild it)")
+    card = {
+        "arch": model.arch,
+        "model_kwargs": _check_primitive(model.model_kwargs, "model_kwargs"),
+        "levels": list(model.levels),
+        "strategy": model.strategy,
+        "input_shape": list(model.input_shape),
+        "num_classes": model.num_classes,
+        "params": {f"{u:g}": model.params(u) for u in model.levels},
+        "flops": {f"{u:g}": model.flops(u) for u in model.levels},
+    }
+    card.update(_check_primitive(meta, "meta"))
+    state = {}
+    for name, t in model.state_dict().items():
+        t = t.detach().cpu()
+        state[name] = t.half() if half and t.is_floating_point() else t.clone()
+    payload = {
+        "format": FORMAT,
+        "version": VERSION,
+        "arch": model.arch,
+        "model_kwargs": card["model_kwargs"],
+        "dtype": "float16" if half else "float32",
+        "state_dict": state,
+        "card": card,
+    }
+    return atomic_write(path, lambda fh: torch.save(payload, fh))
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict:
+    """Load and validate the raw payload (weights_only); CheckpointError on anything foreign."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    try:
+        with warnings.catch_warnings():  # torch warns about foreign pickle protocols; we refuse them anyway
+            warnings.simplefilter("ignore", UserWarning)
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(
+            f"{path} holds objects other than tensors and primitives, which are never unpickled "
+            f"(weights_only=True): not a TNN checkpoint, or a tampered one ({first})"
+        ) from None
+    except Exception as err:  # the loader's failures on garbage are many and unspecified; name the file
+        raise CheckpointError(f"{path} is corrupt or not a PyTorch file ({type(err).__name__}: {err})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(
+            f"{path} is a PyTorch file but not a TNN checkpoint (no 'format': {FORMAT!r}); "
+            "write checkpoints with tnn.save_checkpoint"
+        )
+    version = payload.get("version")
+    if not isinstance(version, int) or version < 1:
+        raise CheckpointError(f"{path}: invalid checkpoint version {version!r}")
+    if version > VERSION:
+        raise CheckpointError(
+            f"{path} is checkpoint format v{version}, newer than this tnn reads (v{VERSION}); upgrade tnn"
+        )
+    for key in ("arch", "model_kwargs", "state_dict", "card"):
+        if key not in payload:
+            raise CheckpointError(f"{path}: checkpoint is missing {key!r}")
+    return payload
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[ThrottleNet, dict]:
+    """Rebuild the model (float32, eval mode) and return it with its card."""
+    payload = read_checkpoint(path)
+    try:
+        model = create_model(payload["arch"], **payload["model_kwargs"])
+    except ValueError as err:
+        raise CheckpointError(f"{path}: cannot rebuild the model: {err}") from None
+    state = {k: v.float() if v.is_floating_point() else v for k, v in payload["state_dict"].items()}
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise CheckpointError(f"{path}: weights do not fit {payload['arch']}: {err}") from None
+    if any(t.is_floating_point() and not bool(torch.isfinite(t).all()) for t in state.values()):
+        raise CheckpointError(f"{path}: weights contain NaN or inf")
+    return model.to(map_location).eval(), payload["card"]

@@ -1,0 +1,137 @@
+"""The base class every throttleable model derives from: u validation, input checks, exact cost."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from itertools import chain
+
+import torch
+from torch import nn
+
+from tnn.layers import STRATEGIES, CostCounter, Setting, check_levels, make_levels, snap_level
+
+__all__ = ["ThrottleNet", "default_normalization"]
+
+_CIFAR10_MEAN, _CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+_FASHION_MEAN, _FASHION_STD = (0.2860,), (0.3530,)
+
+
+def default_normalization(in_channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """CIFAR-10 statistics for RGB, Fashion-MNIST for grayscale, 0.5 ± 0.25 otherwise."""
+    if in_channels == 3:
+        return _CIFAR10_MEAN, _CIFAR10_STD
+    if in_channels == 1:
+        return _FASHION_MEAN, _FASHION_STD
+    return (0.5,) * in_channels, (0.25,) * in_channels
+
+
+class ThrottleNet(nn.Module):
+    """A network whose compute is set per call by the utilization ``u`` in (0, 1].
+
+    ``u`` is snapped *up* to the nearest level; the level selects the active channels (width),
+    the active residual/dense components (depth) or both, as chosen by ``strategy``. Subclasses
+    build their layers from :attr:`width_levels` and :attr:`depth_levels` and implement
+    :meth:`forward_level`.
+    """
+
+    #: strategies a family supports; subclasses narrow this
+    strategies: tuple[str, ...] = STRATEGIES
+
+    def __init__(
+        self,
+        *,
+        input_shape: Sequence[int],
+        num_classes: int,
+        num_levels: int | None,
+        levels: Sequence[float] | None,
+        strategy: str,
+        mean: Sequence[float] | None,
+        std: Sequence[float] | None,
+    ) -> None:
+        super().__init__()
+        if strategy not in self.strategies:
+            raise ValueError(f"{type(self).__name__} supports strategies {list(self.strategies)}, got {strategy!r}")
+        if levels is not None and num_levels is not None:
+            raise ValueError("give either levels or num_levels, not both")
+        if not isinstance(num_classes, int) or num_classes < 1:
+            raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+        self._levels = check_levels(levels) if levels is not None else make_levels(num_levels or 8)
+        self.strategy = strategy
+        self.num_classes = num_classes
+        self.input_shape = tuple(int(d) for d in input_shape)
+        n = len(self._levels)
+        self.width_levels = self._levels if "width" in strategy else (1.0,) * n
+        self.depth_levels = self._levels if "depth" in strategy else (1.0,) * n
+        c = self.input_shape[0]
+        default_mean, default_std = default_normalization(c)
+        mean, std = tuple(mean or default_mean), tuple(std or default_std)
+        if len(mean) != c or len(std) != c or min(std) <= 0:
+            raise ValueError(f"mean/std need {c} values (std > 0), got mean={mean}, std={std}")
+        stats_shape = (1, c) + (1,) * (len(self.input_shape) - 1)
+        self.register_buffer("mean", torch.tensor(mean).reshape(stats_shape), persistent=False)
+        self.register_buffer("std", torch.tensor(std).reshape(stats_shape), persistent=False)
+        # set by tnn.create_model so that a checkpoint can rebuild the model
+        self.arch: str = type(self).__name__
+        self.model_kwargs: dict = {}
+
+    @property
+    def levels(self) -> tuple[float, ...]:
+        """The operating points, ascending; the last is 1.0."""
+        return self._levels
+
+    def level_index(self, u: object) -> int:
+        """Index of the level that ``u`` runs (snapped up); ValueError for u outside (0, 1]."""
+        return snap_level(u, self._levels)
+
+    def snap(self, u: object) -> float:
+        """The level that ``u`` runs."""
+        return self._levels[self.level_index(u)]
+
+    def check_input(self, x: object) -> None:
+        """Refuse anything but a float batch of the shape this model was built for."""
+        shape = "×".join(str(d) for d in self.input_shape)
+        if not isinstance(x, torch.Tensor):
+            raise ValueError(f"{self.arch} expects a float tensor of shape N×{shape}, got {type(x).__name__}")
+        if x.dim() != len(self.input_shape) + 1 or tuple(x.shape[1:]) != self.input_shape:
+            raise ValueError(f"{self.arch} expects input of shape N×{shape}, got {tuple(x.shape)}")
+        if not x.is_floating_point():
+            raise ValueError(
+                f"{self.arch} expects float images in [0, 1], got dtype {x.dtype} (use x.float() / 255 for uint8)"
+            )
+
+    def forward(
+        self, x: torch.Tensor, u: float = 1.0, *, masked: bool = False, counter: CostCounter | None = None
+    ) -> torch.Tensor:
+        """Logits of ``x`` (float in [0, 1]) at utilization ``u``.
+
+        ``masked=True`` runs the full-width reference with inactive channels zeroed (same result,
+        no saving; for tests and benchmarks). ``counter`` records the FLOPs and parameters used.
+        """
+        level = self.level_index(u)
+        self.check_input(x)
+        x = (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
+        return self.forward_level(x, Setting(level, masked, counter))
+
+    def forward_level(self, x: torch.Tensor, s: Setting) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _count(self, u: float, input_shape: Sequence[int] | None) -> CostCounter:
+        """Run the sliced forward on meta tensors (no compute, no side effects) and count."""
+        self.level_index(u)
+        shape = tuple(input_shape) if input_shape is not None else self.input_shape
+        meta = {
+            name: torch.empty_like(t, device="meta") for name, t in chain(self.named_parameters(), self.named_buffers())
+        }
+        counter = CostCounter()
+        x = torch.empty((2, *shape), device="meta")  # batch 2: BatchNorm refuses one value per channel
+        with torch.no_grad():
+            torch.func.functional_call(self, meta, (x,), {"u": u, "counter": counter})
+        return counter
+
+    def flops(self, u: float = 1.0, input_shape: Sequence[int] | None = None) -> int:
+        """FLOPs per sample of ``self(x, u)`` (multiply-add = 2), as FlopCounterMode counts them."""
+        return self._count(u, input_shape).flops
+
+    def params(self, u: float = 1.0) -> int:
+        """Parameters the network uses at ``u`` (sliced weights and that level's norms only)."""
+        return self._count(u, None).params
