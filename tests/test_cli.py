@@ -62,3 +62,42 @@ def test_console_entry_point_runs_as_a_module():
     )
     assert proc.returncode == 0, proc.stderr
     assert "c3d_small  input 3×16×32×32" in proc.stdout
+
+
+def test_pretrain_evaluate_and_report_from_the_command_line(tmp_path, capsys):
+    from test_train import write_learnable_fmnist
+
+    root = write_learnable_fmnist(tmp_path / "fm", n_train=160, n_test=40)
+    config = tmp_path / "cfg.json"
+    config.write_text(json.dumps({"arch": "resnet8", "dataset": "fashion_mnist", "batch_size": 32}))
+    run = tmp_path / "models" / "fm-resnet8-tnn"
+    args = ["pretrain", "--config", str(config), "--epochs", "1", "--augment", "none", "--no-half"]
+    assert main([*args, "--data-root", str(root), "--out", str(run)]) == 0
+    card = tnn.load_checkpoint(run / "model.pt")[1]
+    assert json.loads((run / "config.json").read_text())["epochs"] == 1  # the flag overrides the file
+    assert (run / "command.txt").read_text().startswith("tnn pretrain --config ")
+    assert card["made"]["command"].startswith("tnn pretrain --config ")
+    assert main(["evaluate", str(run / "model.pt"), "--data-root", str(root)]) == 0
+    assert "fashion_mnist/test" in capsys.readouterr().out
+    assert tnn.load_checkpoint(run / "model.pt")[1]["accuracy"] == card["accuracy"]  # same weights, same numbers
+    readme = tmp_path / "README.md"
+    readme.write_text("# Models\n\nintro\n")
+    assert main(["report", str(tmp_path / "models"), "--out", str(readme)]) == 0
+    assert main(["report", str(tmp_path / "models"), "--out", str(readme)]) == 0  # rewrites, never duplicates
+    text = readme.read_text()
+    assert text.startswith("# Models\n\nintro") and text.count("| `fm-resnet8-tnn` | resnet8 | fashion_mnist |") == 1
+    assert f"{card['accuracy']['1']:.2f}" in text
+
+
+def test_pretrain_rejects_unknown_config_keys(tmp_path, capsys):
+    config = tmp_path / "cfg.json"
+    config.write_text(json.dumps({"arch": "resnet8", "learning_rate": 0.1}))
+    assert main(["pretrain", "--config", str(config)]) == 2
+    assert "learning_rate" in capsys.readouterr().err
+
+
+def test_bench_train_reports_throughput(capsys):
+    args = ["bench", "train", "--models", "resnet8", "--batch-size", "8", "--steps", "1", "--in-channels", "1"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "| resnet8 | tnn | 8 | 4 |" in out and "| resnet8 | vanilla | 8 | 1 |" in out

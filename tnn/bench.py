@@ -119,3 +119,55 @@ def rows_to_json(rows: Sequence[LevelTiming]) -> str:
     return json.dumps(
         {"torch": torch.__version__, "threads": torch.get_num_threads(), "rows": [asdict(r) for r in rows]}, indent=1
     )
+
+
+@dataclass
+class TrainThroughput:
+    """Training images per second of one model, as the pretraining step runs it."""
+
+    model: str
+    variant: str
+    batch_size: int
+    levels_per_step: int
+    images_per_s: float
+    ms_per_step: float
+
+
+def bench_train(
+    models: Sequence[str],
+    *,
+    batch_size: int = 128,
+    steps: int = 10,
+    warmup: int = 2,
+    in_channels: int = 3,
+    device: str = "cpu",
+    amp: bool = True,
+) -> list[TrainThroughput]:
+    """Images/s of the sandwich step (full, lowest, two random levels) and of a vanilla step."""
+    from tnn.train import Sandwich, sandwich_loss
+
+    rows = []
+    dev = torch.device(device)
+    for name in models:
+        model = create_model(name, in_channels=in_channels).to(dev)
+        net = Sandwich(model)
+        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
+        x = torch.rand(batch_size, *model.input_shape, device=dev)
+        y = torch.randint(0, model.num_classes, (batch_size,), device=dev)
+        lv = model.levels
+        for variant, us in (("tnn", [1.0, lv[0], lv[len(lv) // 2], lv[-2]]), ("vanilla", [1.0])):
+            sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+            for i in range(warmup + steps):
+                if i == warmup:
+                    sync()
+                    start = time.perf_counter()
+                with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp and dev.type == "cuda"):
+                    logits = net(x, us)
+                loss = sandwich_loss(logits, y, distill=True, label_smoothing=0.0)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+            sync()
+            per_step = (time.perf_counter() - start) / steps
+            rows.append(TrainThroughput(name, variant, batch_size, len(us), batch_size / per_step, per_step * 1e3))
+    return rows

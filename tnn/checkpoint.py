@@ -33,6 +33,10 @@ FORMAT = "tnn-checkpoint"
 VERSION = 1
 
 
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+
 class CheckpointError(ValueError):
     """A file that is not a readable TNN checkpoint of a version this library knows."""
 
@@ -43,6 +47,7 @@ def atomic_write(path: str | os.PathLike, write: Any) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the permissions open() would
         with os.fdopen(fd, "wb") as fh:
             write(fh)
             fh.flush()
@@ -56,8 +61,11 @@ def atomic_write(path: str | os.PathLike, write: Any) -> Path:
 
 def _check_primitive(value: Any, where: str) -> Any:
     """Meta must survive ``weights_only`` loading: primitives, lists, tuples, str-keyed dicts."""
-    if value is None or isinstance(value, (bool, int, float, str)):
+    if value is None:
         return value
+    for kind in (bool, int, float, str):  # plain types only: subclasses (TorchVersion, numpy) don't unpickle
+        if isinstance(value, kind):
+            return kind(value)
     if isinstance(value, Mapping):
         out = {}
         for k, v in value.items():

@@ -1,11 +1,14 @@
-"""The ``tnn`` command: ``tnn models``, ``tnn info CKPT``, ``tnn bench latency``."""
+"""The ``tnn`` command: models, info, pretrain, evaluate, bench."""
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
+import shlex
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 
@@ -62,6 +65,114 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _field_docs(cls: type) -> dict[str, str]:
+    """Attribute docstrings of a dataclass (the string literal under each field), for --help."""
+    import ast
+    import inspect
+    import textwrap
+
+    docs, body = {}, ast.parse(textwrap.dedent(inspect.getsource(cls))).body[0].body
+    for node, nxt in itertools.pairwise(body):
+        if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant):
+            docs[node.target.id] = " ".join(str(nxt.value.value).split())
+    return docs
+
+
+def _add_config_flags(p: argparse.ArgumentParser, cls: type) -> None:
+    """One flag per dataclass field, typed from its default; the field's docstring is the help."""
+    import dataclasses
+
+    docs = _field_docs(cls)
+    for f in dataclasses.fields(cls):
+        flag, default = "--" + f.name.replace("_", "-"), getattr(cls(), f.name)
+        help_ = f"{docs.get(f.name, '')} (default: {default})"
+        if isinstance(default, bool):
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_)
+        elif isinstance(default, dict):
+            p.add_argument(flag, type=json.loads, default=None, metavar="JSON", help=help_)
+        elif f.name in ("data_root",):
+            p.add_argument(flag, default=None, help=help_)
+        else:
+            p.add_argument(flag, type=type(default), default=None, help=help_)
+
+
+def _cmd_pretrain(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from tnn.train import PretrainConfig, pretrain
+
+    values = {}
+    if args.config:
+        values = json.loads(Path(args.config).read_text())
+        unknown = set(values) - {f.name for f in dataclasses.fields(PretrainConfig)}
+        if unknown:
+            raise ValueError(f"{args.config}: unknown config keys {sorted(unknown)}")
+    for f in dataclasses.fields(PretrainConfig):
+        if getattr(args, f.name) is not None:
+            values[f.name] = getattr(args, f.name)
+    cfg = PretrainConfig(**values)
+    out = args.out or f"runs/{cfg.dataset}-{cfg.arch}-{cfg.variant}"
+    result = pretrain(cfg, out, resume=args.resume, command=shlex.join(["tnn", *args.argv]))
+    print(f"wrote {result.checkpoint}")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from tnn.train import evaluate_checkpoint
+
+    evaluate_checkpoint(
+        args.checkpoint, split=args.split, data_root=args.data_root, device=args.device, write=not args.no_write
+    )
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from tnn.report import accuracy_table
+
+    paths = [
+        p
+        for arg in args.checkpoints
+        for p in (sorted(Path(arg).rglob("model.pt")) if Path(arg).is_dir() else [Path(arg)])
+    ]
+    if not paths:
+        raise ValueError(f"no checkpoints in {args.checkpoints}")
+    table = accuracy_table(paths)
+    print(table)
+    if args.out:
+        text = Path(args.out).read_text() if Path(args.out).is_file() else ""
+        begin, end = "<!-- tnn report: begin -->", "<!-- tnn report: end -->"
+        block = f"{begin}\n{table}\n{end}"
+        if begin in text and end in text:
+            text = text[: text.index(begin)] + block + text[text.index(end) + len(end) :]
+        else:
+            text = (text.rstrip() + "\n\n" if text.strip() else "") + block + "\n"
+        atomic_write(args.out, lambda fh: fh.write(text.encode()))
+        print(f"updated {args.out}")
+    return 0
+
+
+def _cmd_bench_train(args: argparse.Namespace) -> int:
+    from tnn.bench import bench_train
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    for name in args.models:
+        create_model(name)
+    rows = bench_train(
+        args.models, batch_size=args.batch_size, steps=args.steps, in_channels=args.in_channels, device=args.device
+    )
+    print(
+        f"training throughput on {args.device}, torch {torch.__version__}; tnn = full + lowest + 2 more levels per step"
+    )
+    print("| model | variant | batch | levels/step | images/s | ms/step |\n|---|---|---:|---:|---:|---:|")
+    for r in rows:
+        print(
+            f"| {r.model} | {r.variant} | {r.batch_size} | {r.levels_per_step} "
+            f"| {r.images_per_s:.0f} | {r.ms_per_step:.1f} |"
+        )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tnn", description="Runtime-throttleable neural networks.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -75,6 +186,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint")
     p.set_defaults(func=_cmd_info)
 
+    from tnn.train import PretrainConfig
+
+    p = sub.add_parser("pretrain", help="train a throttleable network (sandwich rule, in-place distillation)")
+    p.add_argument("--config", default=None, help="JSON file of config values (flags override it)")
+    p.add_argument("--out", default=None, help="run directory (default: runs/DATASET-ARCH-VARIANT)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    _add_config_flags(p, PretrainConfig)
+    p.set_defaults(func=_cmd_pretrain)
+
+    p = sub.add_parser("evaluate", help="accuracy per level; on the test split it is written into the card")
+    p.add_argument("checkpoint")
+    p.add_argument("--split", default="test", choices=["train", "val", "test"])
+    p.add_argument("--data-root", default=None, help="data directory (else $TNN_DATA / the defaults)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--no-write", action="store_true", help="do not update the checkpoint's card")
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("report", help="markdown table of checkpoints' test accuracy per level, from their cards")
+    p.add_argument("checkpoints", nargs="+", help="checkpoint files or directories of them")
+    p.add_argument("--out", default=None, help="markdown file whose 'tnn report' block is (re)written")
+    p.set_defaults(func=_cmd_report)
+
     p = sub.add_parser("bench", help="benchmarks")
     bench = p.add_subparsers(dest="bench", required=True)
     b = bench.add_parser("latency", help="latency per level as a ratio to u=1, levels interleaved")
@@ -86,11 +219,21 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--no-masked", action="store_true", help="skip the masked full-width reference")
     b.add_argument("--json", default=None, help="also write the rows to this JSON file")
     b.set_defaults(func=_cmd_bench)
+    b = bench.add_parser("train", help="training images/s of the sandwich step and of a vanilla step")
+    b.add_argument("--models", nargs="+", default=["resnet20"], metavar="NAME")
+    b.add_argument("--batch-size", type=int, default=128)
+    b.add_argument("--steps", type=int, default=10)
+    b.add_argument("--in-channels", type=int, default=3)
+    b.add_argument("--device", default="cpu")
+    b.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    b.set_defaults(func=_cmd_bench_train)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     try:
         return args.func(args)
     except (CheckpointError, FileNotFoundError, ValueError) as err:

@@ -108,6 +108,12 @@ def _resnet(depth: int, **kwargs) -> CifarResNet:
 
 
 @register_model
+def resnet8(**kwargs) -> CifarResNet:
+    """ResNet-8 (0.08 M parameters): one block per stage; small enough to train on 2 CPU cores."""
+    return _resnet(8, **kwargs)
+
+
+@register_model
 def resnet20(**kwargs) -> CifarResNet:
     """ResNet-20 (0.27 M parameters)."""
     return _resnet(20, **kwargs)

@@ -1,0 +1,186 @@
+"""Pretraining: the recipe's pieces, learning, resumption, determinism, torchrun/DDP, evaluate."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from test_data import write_idx
+
+import tnn
+from tnn.train import PretrainConfig, augment_batch, evaluate_checkpoint, pretrain, sandwich_loss
+
+
+def write_learnable_fmnist(d: Path, n_train: int = 400, n_test: int = 100) -> Path:
+    """Fashion-MNIST-format files whose class is a stripe texture: orientation and period (noisy)."""
+    rng = np.random.default_rng(0)
+    d.mkdir(parents=True, exist_ok=True)
+    grid = np.arange(28)
+    for part, n in (("train", n_train), ("t10k", n_test)):
+        labels = np.arange(n) % 10
+        rng.shuffle(labels)
+        period = 2 + labels % 5
+        phase = rng.integers(0, 6, n)
+        coord = np.where((labels < 5)[:, None, None], grid[None, :, None], grid[None, None, :])
+        stripes = ((coord + phase[:, None, None]) // np.maximum(1, period[:, None, None] // 2 + 1)) % 2
+        images = np.clip(60 + 140 * stripes + rng.normal(0, 25, (n, 28, 28)), 0, 255).astype(np.uint8)
+        write_idx(d / f"{part}-images-idx3-ubyte.gz", images)
+        write_idx(d / f"{part}-labels-idx1-ubyte.gz", labels.astype(np.uint8))
+    return d
+
+
+def small_config(root: Path, **kw) -> PretrainConfig:
+    base = dict(
+        arch="resnet8", dataset="fashion_mnist", epochs=3, batch_size=32, lr=0.1, warmup_epochs=0.5,
+        augment="none", data_root=str(root), eval_batch_size=256, half=True,
+    )  # fmt: skip
+    return PretrainConfig(**{**base, **kw})
+
+
+def quiet(*args, **kwargs):
+    pass
+
+
+def test_augment_crops_are_shifts_and_flips_of_the_input():
+    x = torch.rand(16, 3, 32, 32)
+    gen = torch.Generator().manual_seed(0)
+    y = augment_batch(x, "crop", gen)
+    assert y.shape == x.shape
+    for i in range(16):  # each crop equals the padded image at some offset in [0, 8]²
+        padded = F.pad(x[i], (4, 4, 4, 4))
+        assert any(torch.equal(y[i], padded[:, a : a + 32, b : b + 32]) for a in range(9) for b in range(9)), (
+            "crop is not a shifted window of the padded image"
+        )
+    z = augment_batch(x, "crop+flip", torch.Generator().manual_seed(1))
+    assert z.shape == x.shape
+    torch.testing.assert_close(augment_batch(x, "crop+flip", torch.Generator().manual_seed(1)), z)
+    assert augment_batch(x, "none", gen) is x
+
+
+def test_sandwich_loss_full_level_on_labels_others_on_its_soft_predictions():
+    torch.manual_seed(0)
+    full, low = torch.randn(8, 10, requires_grad=True), torch.randn(8, 10, requires_grad=True)
+    y = torch.randint(0, 10, (8,))
+    loss = sandwich_loss([full, low], y, distill=True, label_smoothing=0.0)
+    teacher = full.detach().softmax(1)
+    expected = F.cross_entropy(full, y) + (-(teacher * low.log_softmax(1)).sum(1)).mean()
+    torch.testing.assert_close(loss, expected)
+    loss.backward()  # the teacher is detached: the full level's gradient is the label loss alone
+    ref = full.detach().clone().requires_grad_(True)
+    F.cross_entropy(ref, y).backward()
+    torch.testing.assert_close(full.grad, ref.grad)
+    plain = sandwich_loss([full, low], y, distill=False, label_smoothing=0.0)
+    torch.testing.assert_close(plain, F.cross_entropy(full, y) + F.cross_entropy(low, y))
+
+
+def test_pretrain_learns_writes_run_files_and_an_honest_card(tmp_path):
+    root = write_learnable_fmnist(tmp_path / "fm")
+    result = pretrain(small_config(root), tmp_path / "run", log=quiet)
+    run = tmp_path / "run"
+    for name in ("config.json", "command.txt", "metrics.json", "model.pt", "last.pt"):
+        assert (run / name).is_file(), name
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert len(metrics["history"]) == 3
+    assert metrics["history"][-1]["loss"] < metrics["history"][0]["loss"]
+    assert result.test_accuracy[1.0] >= 40.0, result.test_accuracy  # chance is 10 %; 36 steps only
+    _model, card = tnn.load_checkpoint(result.checkpoint)
+    assert card["dataset"] == "fashion_mnist" and card["variant"] == "tnn"
+    assert card["made"]["epochs"] == 3 and card["made"]["device"] == "cpu"
+    again = evaluate_checkpoint(result.checkpoint, data_root=str(root), write=False, log=quiet)
+    assert card["accuracy"] == {f"{u:g}": round(a, 2) for u, a in again.items()}
+    assert json.loads((run / "config.json").read_text())["arch"] == "resnet8"
+
+
+def test_interrupted_run_resumes_to_the_same_weights(tmp_path):
+    root = write_learnable_fmnist(tmp_path / "fm", n_train=200, n_test=40)
+    cfg = small_config(root, epochs=2)
+    straight = pretrain(cfg, tmp_path / "a", log=quiet).model
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_first_epoch(msg, *a, **k):
+        if msg.startswith("epoch 1/"):
+            raise Stop
+
+    with pytest.raises(Stop):
+        pretrain(cfg, tmp_path / "b", log=stop_after_first_epoch)
+    assert not (tmp_path / "b" / "model.pt").exists() and (tmp_path / "b" / "last.pt").exists()
+    resumed = pretrain(cfg, tmp_path / "b", resume=True, log=quiet).model
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+    with pytest.raises(tnn.CheckpointError, match="different config"):
+        pretrain(small_config(root, epochs=3), tmp_path / "b", resume=True, log=quiet)
+
+
+def test_vanilla_variant_trains_only_full_width(tmp_path):
+    root = write_learnable_fmnist(tmp_path / "fm", n_train=200, n_test=40)
+    result = pretrain(small_config(root, epochs=1, variant="vanilla"), tmp_path / "v", log=quiet)
+    assert result.model.levels == (1.0,)
+    assert list(result.test_accuracy) == [1.0]
+
+
+def test_bad_configs_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="variant"):
+        pretrain(PretrainConfig(variant="slim"), tmp_path, log=quiet)
+    with pytest.raises(ValueError, match="unknown dataset"):
+        pretrain(PretrainConfig(dataset="mnist"), tmp_path, log=quiet)
+    with pytest.raises(ValueError, match="no CUDA"):
+        if torch.cuda.is_available():
+            raise ValueError("no CUDA (skipped: this machine has one)")
+        pretrain(PretrainConfig(device="cuda", dataset="fashion_mnist"), tmp_path, log=quiet)
+
+
+def test_two_gloo_processes_end_with_identical_weights(tmp_path):
+    root = write_learnable_fmnist(tmp_path / "fm", n_train=256, n_test=40)
+    script = tmp_path / "ddp.py"
+    script.write_text(
+        textwrap.dedent(f"""
+        import os, torch
+        from tnn.train import PretrainConfig, pretrain
+        cfg = PretrainConfig(arch="resnet8", dataset="fashion_mnist", epochs=2, batch_size=32, lr=0.05,
+                             augment="crop+flip", data_root={str(root)!r}, device="cpu")
+        result = pretrain(cfg, {str(tmp_path / "run")!r}, log=lambda *a, **k: None)
+        torch.save(result.model.state_dict(), {str(tmp_path)!r} + f"/rank{{os.environ['RANK']}}.pt")
+        """)
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    a = torch.load(tmp_path / "rank0.pt", weights_only=True)
+    b = torch.load(tmp_path / "rank1.pt", weights_only=True)
+    assert a.keys() == b.keys()
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=0, atol=0, msg=name)
+    assert (tmp_path / "run" / "model.pt").is_file()
+    card = tnn.load_checkpoint(tmp_path / "run" / "model.pt")[1]
+    assert card["made"]["processes"] == 2
+
+
+def test_batchnorm_recalibration_sets_each_levels_exact_statistics():
+    from tnn.train import recalibrate_batchnorm
+
+    torch.manual_seed(0)
+    model = tnn.create_model("resnet8", in_channels=1, input_size=28)
+    images = torch.randint(0, 256, (64, 1, 28, 28), dtype=torch.uint8)
+    gen = torch.Generator().manual_seed(3)
+    recalibrate_batchnorm(model, images, batches=2, batch_size=32, generator=gen)
+    idx = torch.randperm(64, generator=torch.Generator().manual_seed(3))
+    assert model.training  # mode restored
+    for level in range(len(model.levels)):
+        means = []
+        for i in (0, 32):
+            x = images[idx[i : i + 32]].float() / 255
+            x = (x - model.mean) / model.std
+            stem = model.stem(x, tnn.layers.Setting(level))
+            means.append(stem.mean(dim=(0, 2, 3)))
+        norm = model.stem_bn.norms[level]
+        torch.testing.assert_close(norm.running_mean, torch.stack(means).mean(0), rtol=1e-4, atol=1e-5)
+        assert norm.momentum == 0.1 and int(norm.num_batches_tracked) == 2

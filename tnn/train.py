@@ -1,0 +1,430 @@
+"""Pretraining a throttleable network: the sandwich rule with in-place distillation.
+
+Each step trains the full level on the labels and, from the *same* batch, the lowest level and
+``random_levels`` random ones on the full level's soft predictions (Yu & Huang's sandwich rule
+and in-place distillation, here with BatchNorm kept per level). All levels of a step run inside
+one forward call of :class:`Sandwich`, so the step is one forward and one backward — which is
+what DistributedDataParallel needs when the run spans processes (``torchrun``).
+
+The same code runs on a GPU (data held on the device, bf16 autocast, channels-last, no per-step
+host synchronisation) and on a CPU (seeded and deterministic). Every epoch ends with an atomic
+checkpoint (``last.pt``, resumable with ``resume=True``); the run directory also holds
+``config.json``, ``command.txt``, ``metrics.json`` and the final model checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import shlex
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from tnn import data as tdata
+from tnn.checkpoint import CheckpointError, atomic_write, load_checkpoint, read_checkpoint, save_checkpoint
+from tnn.models import ThrottleNet, create_model
+
+__all__ = ["PretrainConfig", "PretrainResult", "Sandwich", "evaluate", "evaluate_checkpoint", "pretrain"]
+
+STATE_VERSION = 1
+
+
+@dataclass
+class PretrainConfig:
+    """Everything a pretraining run depends on; saved as ``config.json`` beside its outputs."""
+
+    arch: str = "resnet20"
+    """registered model name (``tnn models``)"""
+    dataset: str = "cifar10"
+    """cifar10 | fashion_mnist | gestures"""
+    variant: str = "tnn"
+    """tnn: sandwich rule over all levels; vanilla: trained at u=1 only (levels=(1.0,))"""
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    """extra create_model arguments, e.g. {"widths": [8, 16, 32]} for a standalone half-width net"""
+    epochs: int = 30
+    batch_size: int = 128
+    lr: float = 0.1
+    """peak learning rate (SGD, Nesterov momentum 0.9), cosine-annealed to 0 after a linear warm-up"""
+    warmup_epochs: float = 1.0
+    weight_decay: float = 5e-4
+    """applied to conv/linear weights only, never to BatchNorm parameters or biases"""
+    label_smoothing: float = 0.0
+    random_levels: int = 2
+    """random levels per step besides the full and the lowest"""
+    distill: bool = True
+    """lower levels learn from the full level's soft predictions (else from the labels)"""
+    augment: str = "auto"
+    """crop+flip | crop | none | auto (crop+flip for images, none for gesture clips)"""
+    seed: int = 0
+    device: str = "auto"
+    """auto | cpu | cuda"""
+    amp: bool = True
+    """bf16 autocast on CUDA (ignored on CPU)"""
+    channels_last: bool = True
+    """channels-last memory format on CUDA (ignored on CPU)"""
+    data_root: str | None = None
+    half: bool = True
+    """store the final checkpoint in float16 (smaller; evaluation is done on what is stored)"""
+    eval_batch_size: int = 1000
+    threads: int = 0
+    """CPU threads for torch (0: torch's default)"""
+    limit: int = 0
+    """train on only the first N training samples (0: all), for smoke runs"""
+    bn_recalibration: int = 20
+    """batches (of batch_size training images) that re-estimate every level's BatchNorm statistics
+    after training (0: keep the running averages)"""
+
+
+@dataclass
+class PretrainResult:
+    """What a run produced: the trained model (float32, as trained), its checkpoint and history."""
+
+    model: ThrottleNet
+    checkpoint: Path
+    history: list[dict]
+    test_accuracy: dict[float, float]
+
+
+class Sandwich(nn.Module):
+    """Runs one batch at several levels in a single forward call (one graph for DDP)."""
+
+    def __init__(self, model: ThrottleNet) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor, us: Sequence[float]) -> list[torch.Tensor]:
+        return [self.model(x, u) for u in us]
+
+
+def sandwich_loss(
+    logits: Sequence[torch.Tensor], labels: torch.Tensor, *, distill: bool, label_smoothing: float
+) -> torch.Tensor:
+    """Full level (first) on the labels; the others on its detached soft predictions."""
+    loss = F.cross_entropy(logits[0].float(), labels, label_smoothing=label_smoothing)
+    if len(logits) > 1:
+        teacher = logits[0].detach().float().softmax(1)
+        for student in logits[1:]:
+            if distill:
+                loss = loss + torch.sum(-teacher * F.log_softmax(student.float(), 1), 1).mean()
+            else:
+                loss = loss + F.cross_entropy(student.float(), labels, label_smoothing=label_smoothing)
+    return loss
+
+
+def augment_batch(x: torch.Tensor, mode: str, generator: torch.Generator) -> torch.Tensor:
+    """Random 4-pixel-padded crops and horizontal flips, vectorised on ``x``'s device."""
+    if mode == "none" or x.dim() != 4:
+        return x
+    n, _, h, w = x.shape
+    dev = x.device
+    padded = F.pad(x, (4, 4, 4, 4))
+    oy = torch.randint(0, 9, (n,), generator=generator, device=dev)
+    ox = torch.randint(0, 9, (n,), generator=generator, device=dev)
+    rows = (oy[:, None] + torch.arange(h, device=dev))[:, None, :, None].expand(n, x.shape[1], h, w + 8)
+    x = padded.gather(2, rows)
+    cols = (ox[:, None] + torch.arange(w, device=dev))[:, None, None, :].expand(n, x.shape[1], h, w)
+    x = x.gather(3, cols)
+    if mode == "crop+flip":
+        flip = torch.rand(n, generator=generator, device=dev) < 0.5
+        x = torch.where(flip[:, None, None, None], x.flip(3), x)
+    return x
+
+
+@torch.no_grad()
+def evaluate(
+    model: ThrottleNet, images: torch.Tensor, labels: torch.Tensor, *, batch_size: int = 1000, levels=None
+) -> dict[float, float]:
+    """Top-1 accuracy (%) per level on uint8 ``images`` (moved to the model's device per batch)."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    correct = {u: 0 for u in levels or model.levels}
+    for i in range(0, len(images), batch_size):
+        x = images[i : i + batch_size].to(device, non_blocking=True).float().div_(255)
+        y = labels[i : i + batch_size].to(device, non_blocking=True)
+        for u in correct:
+            correct[u] += int((model(x, u).argmax(1) == y).sum())
+    model.train(was_training)
+    return {u: 100.0 * c / len(images) for u, c in correct.items()}
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(
+    model: ThrottleNet, images: torch.Tensor, *, batches: int, batch_size: int, generator: torch.Generator
+) -> None:
+    """Replace each level's BatchNorm running statistics by exact averages over training batches.
+
+    A level's statistics only move on the steps that sample it, so its running averages lag
+    behind the final weights; re-estimating them (as slimmable networks do) costs a few forward
+    passes per level. Each level owns its norms, so levels do not disturb each other.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+    was_training = model.training
+    model.train()
+    idx = torch.randperm(len(images), generator=generator)[: batches * batch_size].to(images.device)
+    for u in model.levels:
+        for i in range(0, len(idx), batch_size):
+            model(images[idx[i : i + batch_size]].float().div_(255), u)
+    for m, momentum in zip(norms, momenta, strict=True):
+        m.momentum = momentum
+    model.train(was_training)
+
+
+def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (decay if p.dim() > 1 and not name.endswith("bias") else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _lr_at(step: int, total: int, warmup: int, peak: float) -> float:
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * peak * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def _resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' asked for, but torch sees no CUDA device; use --device cpu")
+    return torch.device(name)
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    atomic_write(path, lambda fh: fh.write((json.dumps(obj, indent=2) + "\n").encode()))
+
+
+def _check_config(cfg: PretrainConfig) -> None:
+    if cfg.variant not in ("tnn", "vanilla"):
+        raise ValueError(f"variant must be 'tnn' or 'vanilla', got {cfg.variant!r}")
+    if cfg.augment not in ("auto", "crop+flip", "crop", "none"):
+        raise ValueError(f"augment must be auto, crop+flip, crop or none; got {cfg.augment!r}")
+    if cfg.dataset not in tdata.DATASETS:
+        raise ValueError(f"unknown dataset {cfg.dataset!r}; known: {', '.join(tdata.DATASETS)}")
+    if cfg.epochs < 1 or cfg.batch_size < 1 or cfg.lr <= 0 or cfg.random_levels < 0:
+        raise ValueError("epochs, batch_size and lr must be positive and random_levels >= 0")
+
+
+def build_model(cfg: PretrainConfig) -> ThrottleNet:
+    """The model a config describes: the data set fixes classes and input shape."""
+    shape = tdata.input_shape(cfg.dataset)
+    kwargs: dict[str, Any] = {"num_classes": tdata.num_classes(cfg.dataset), "in_channels": shape[0]}
+    if len(shape) == 3:
+        kwargs["input_size"] = shape[1]
+    else:
+        kwargs["input_size"] = list(shape[1:])
+    if cfg.variant == "vanilla":
+        kwargs["levels"] = [1.0]
+    kwargs.update(cfg.model_kwargs)
+    return create_model(cfg.arch, **kwargs)
+
+
+def _log(message: str) -> None:
+    print(message, flush=True)
+
+
+def pretrain(
+    cfg: PretrainConfig, out_dir: str | os.PathLike, *, resume: bool = False, log=_log, command: str | None = None
+) -> PretrainResult:
+    """Train per ``cfg`` into ``out_dir``; the final checkpoint is ``out_dir/model.pt``.
+
+    Its card's accuracy is measured on the test split from the checkpoint as stored (fp16 when
+    ``cfg.half``), by the same :func:`evaluate_checkpoint` that ``tnn evaluate`` runs.
+    """
+    _check_config(cfg)
+    out = Path(out_dir)
+    command = command or shlex.join(sys.argv)
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    device = _resolve_device(cfg.device)
+    if distributed and not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend)
+    rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
+    if device.type == "cuda" and distributed:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    log = log if rank == 0 else (lambda *a, **k: None)
+
+    torch.manual_seed(cfg.seed)
+    if device.type == "cpu":
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    model = build_model(cfg).to(device)
+    augment = cfg.augment if cfg.augment != "auto" else ("none" if cfg.dataset == "gestures" else "crop+flip")
+
+    images, labels = tdata.load(cfg.dataset, "train", root=cfg.data_root)
+    if cfg.limit:
+        images, labels = images[: cfg.limit], labels[: cfg.limit]
+    val_images, val_labels = tdata.load(cfg.dataset, "val", root=cfg.data_root)
+    x_train = torch.from_numpy(images).to(device)  # uint8 on the device: the whole split fits
+    y_train = torch.from_numpy(labels).to(device)
+    x_val, y_val = torch.from_numpy(val_images), torch.from_numpy(val_labels)
+
+    steps_per_epoch = len(x_train) // (cfg.batch_size * world)
+    if steps_per_epoch < 1:
+        raise ValueError(f"batch size {cfg.batch_size} × {world} processes exceeds the {len(x_train)} training samples")
+    total_steps = cfg.epochs * steps_per_epoch
+    warmup = int(cfg.warmup_epochs * steps_per_epoch)
+    optimizer = torch.optim.SGD(_param_groups(model, cfg.weight_decay), lr=cfg.lr, momentum=0.9, nesterov=True)
+    gen = torch.Generator(device=device)  # augmentation; reseeded every epoch, so a resume needs no RNG state
+    start_epoch, history = 0, []
+
+    state_path = out / "last.pt"
+    if resume and state_path.is_file():
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+        if state.get("version") != STATE_VERSION or state.get("config") != dataclasses.asdict(cfg):
+            raise CheckpointError(f"{state_path} was written by a different config or version; start a new run")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start_epoch, history = state["epoch"], state["history"]
+        log(f"resumed from {state_path} at epoch {start_epoch}")
+
+    if device.type == "cuda" and cfg.channels_last and x_train.dim() == 4:
+        model.to(memory_format=torch.channels_last)  # before DDP builds its gradient buckets
+    net: nn.Module = Sandwich(model)
+    if distributed:  # levels not drawn this step leave their norms unused: find_unused_parameters
+        net = nn.parallel.DistributedDataParallel(
+            net, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True
+        )
+    use_amp = device.type == "cuda" and cfg.amp
+    levels = model.levels
+
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        _write_json(out / "config.json", dataclasses.asdict(cfg))
+        atomic_write(out / "command.txt", lambda fh: fh.write((command + "\n").encode()))
+
+    t0, progress = time.time(), rank == 0 and sys.stderr.isatty()
+    seconds_before = history[-1]["seconds"] if history else 0.0
+    for epoch in range(start_epoch, cfg.epochs):
+        model.train()
+        # every random draw of an epoch comes from (seed, epoch[, rank]): resumed runs repeat them
+        gen.manual_seed(cfg.seed * 1_000_003 + epoch * 1009 + rank)
+        level_rng = np.random.default_rng([cfg.seed, epoch])  # the same levels on every rank
+        order_gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
+        perm = torch.randperm(len(x_train), generator=order_gen).to(device)
+        perm = perm[: steps_per_epoch * cfg.batch_size * world].view(steps_per_epoch, world, cfg.batch_size)[:, rank]
+        loss_sum = torch.zeros((), device=device)
+        for step in range(steps_per_epoch):
+            lr = _lr_at(epoch * steps_per_epoch + step, total_steps, warmup, cfg.lr)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            idx = perm[step]
+            x = augment_batch(x_train[idx].float().div_(255), augment, gen)
+            if device.type == "cuda" and cfg.channels_last and x.dim() == 4:
+                x = x.contiguous(memory_format=torch.channels_last)
+            us = [1.0]
+            if len(levels) > 1:
+                us.append(levels[0])
+                middle = levels[1:-1]
+                k = min(cfg.random_levels, len(middle))
+                if middle:
+                    us += [middle[i] for i in level_rng.choice(len(middle), size=k, replace=False)]
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                logits = net(x, us)
+            loss = sandwich_loss(logits, y_train[idx], distill=cfg.distill, label_smoothing=cfg.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.detach()
+            if progress:
+                print(f"\repoch {epoch + 1}/{cfg.epochs} step {step + 1}/{steps_per_epoch}", end="", file=sys.stderr)
+        if progress:
+            print("\r\033[K", end="", file=sys.stderr, flush=True)  # clear the progress line
+        val = evaluate(model, x_val, y_val, batch_size=cfg.eval_batch_size)
+        row = {
+            "epoch": epoch + 1,
+            "loss": float(loss_sum) / steps_per_epoch,
+            "val_accuracy": {f"{u:g}": round(a, 2) for u, a in val.items()},
+            "seconds": round(seconds_before + time.time() - t0, 1),  # training time across resumes
+        }
+        history.append(row)
+        if rank == 0:
+            state = {
+                "version": STATE_VERSION,
+                "config": dataclasses.asdict(cfg),
+                "epoch": epoch + 1,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "history": history,
+            }
+            atomic_write(state_path, lambda fh, s=state: torch.save(s, fh))
+        accs = " ".join(f"{u:g}:{a:.1f}" for u, a in val.items())
+        log(f"epoch {epoch + 1}/{cfg.epochs} loss {row['loss']:.3f} val% {accs} ({row['seconds']:.0f}s)")
+
+    final, test_accuracy, recalibrated_val = out / "model.pt", {}, None
+    if cfg.bn_recalibration:  # same batches on every rank: identical statistics everywhere
+        gen = torch.Generator().manual_seed(cfg.seed + 1)
+        recalibrate_batchnorm(model, x_train, batches=cfg.bn_recalibration, batch_size=cfg.batch_size, generator=gen)
+        val = evaluate(model, x_val, y_val, batch_size=cfg.eval_batch_size)
+        recalibrated_val = {f"{u:g}": round(a, 2) for u, a in val.items()}
+        log("after BatchNorm recalibration: val% " + " ".join(f"{u:g}:{a:.1f}" for u, a in val.items()))
+    if rank == 0:
+        model = model.to(memory_format=torch.contiguous_format)
+        made = {
+            "command": command,
+            "config": dataclasses.asdict(cfg),
+            "seed": cfg.seed,
+            "epochs": cfg.epochs,
+            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+            "processes": world,
+            "train_seconds": history[-1]["seconds"] if history else 0.0,
+            "torch": torch.__version__,
+        }
+        save_checkpoint(model, final, half=cfg.half, dataset=cfg.dataset, variant=cfg.variant, made=made)
+        test_accuracy = evaluate_checkpoint(final, data_root=cfg.data_root, device=device, log=log)
+        metrics = {
+            "history": history,
+            "val_accuracy_after_bn_recalibration": recalibrated_val,
+            "test_accuracy": {f"{u:g}": a for u, a in test_accuracy.items()},
+        }
+        _write_json(out / "metrics.json", metrics)
+    if distributed:
+        dist.barrier()
+    return PretrainResult(model, final, history, test_accuracy)
+
+
+def evaluate_checkpoint(
+    path: str | os.PathLike,
+    *,
+    split: str = "test",
+    data_root: str | None = None,
+    device: str | torch.device = "cpu",
+    write: bool = True,
+    batch_size: int = 1000,
+    log=_log,
+) -> dict[float, float]:
+    """Accuracy per level of a checkpoint on ``split``; on ``test`` (and ``write``) store it in the card."""
+    path = Path(path)
+    model, card = load_checkpoint(path, map_location=device)
+    dataset = card.get("dataset")
+    if dataset not in tdata.DATASETS:
+        raise CheckpointError(f"{path}: the card names no known dataset ({dataset!r}); cannot evaluate")
+    images, labels = tdata.load(dataset, split, root=data_root)
+    acc = evaluate(model, torch.from_numpy(images), torch.from_numpy(labels), batch_size=batch_size)
+    log(f"{path} on {dataset}/{split}: " + " ".join(f"{u:g}:{a:.2f}%" for u, a in acc.items()))
+    if write and split == "test":
+        payload = read_checkpoint(path)
+        payload["card"]["accuracy"] = {f"{u:g}": round(a, 2) for u, a in acc.items()}
+        payload["card"]["accuracy_split"] = f"{dataset}/test ({len(labels)} samples), measured by tnn evaluate"
+        atomic_write(path, lambda fh: torch.save(payload, fh))
+    return acc
