@@ -87,6 +87,7 @@ def test_pretrain_evaluate_and_report_from_the_command_line(tmp_path, capsys):
     text = readme.read_text()
     assert text.startswith("# Models\n\nintro") and text.count("| `fm-resnet8-tnn` | resnet8 | fashion_mnist |") == 1
     assert f"{card['accuracy']['1']:.2f}" in text
+    assert "- `fm-resnet8-tnn`: `tnn pretrain --config" in text
 
 
 def test_pretrain_rejects_unknown_config_keys(tmp_path, capsys):
