@@ -170,7 +170,7 @@ def test_strategy_and_registry_errors_are_clear():
         tnn.create_model("resnet20", colour="red")
     with pytest.raises(ValueError, match="6n\\+2"):
         tnn.models.resnet.CifarResNet(21)
-    assert tnn.list_models("resnet*") == ["resnet110", "resnet20", "resnet32", "resnet56"]
+    assert tnn.list_models("resnet*") == ["resnet110", "resnet20", "resnet32", "resnet56", "resnet8"]
 
 
 def test_custom_levels():
