@@ -131,9 +131,11 @@ def test_bad_configs_are_refused(tmp_path):
         pretrain(PretrainConfig(variant="slim"), tmp_path, log=quiet)
     with pytest.raises(ValueError, match="unknown dataset"):
         pretrain(PretrainConfig(dataset="mnist"), tmp_path, log=quiet)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_asking_for_cuda_without_one_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="no CUDA"):
-        if torch.cuda.is_available():
-            raise ValueError("no CUDA (skipped: this machine has one)")
         pretrain(PretrainConfig(device="cuda", dataset="fashion_mnist"), tmp_path, log=quiet)
 
 
