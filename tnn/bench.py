@@ -146,6 +146,8 @@ def bench_train(
     """Images/s of the sandwich step (full, lowest, two random levels) and of a vanilla step."""
     from tnn.train import Sandwich, sandwich_loss
 
+    if steps < 1 or batch_size < 1:
+        raise ValueError(f"steps and batch_size must be positive, got {steps} and {batch_size}")
     rows = []
     dev = torch.device(device)
     for name in models:

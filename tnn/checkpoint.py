@@ -27,7 +27,16 @@ import torch
 
 from tnn.models import ThrottleNet, create_model
 
-__all__ = ["FORMAT", "VERSION", "CheckpointError", "atomic_write", "load_checkpoint", "save_checkpoint"]
+__all__ = [
+    "FORMAT",
+    "VERSION",
+    "CheckpointError",
+    "atomic_write",
+    "load_checkpoint",
+    "model_from_payload",
+    "read_checkpoint",
+    "save_checkpoint",
+]
 
 FORMAT = "tnn-checkpoint"
 VERSION = 1
@@ -157,6 +166,11 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[ThrottleNet, dict]:
     """Rebuild the model (float32, eval mode) and return it with its card."""
     payload = read_checkpoint(path)
+    return model_from_payload(payload, path).to(map_location).eval(), payload["card"]
+
+
+def model_from_payload(payload: dict, path: str | os.PathLike) -> ThrottleNet:
+    """The float32 model a validated payload (from :func:`read_checkpoint`) describes."""
     try:
         model = create_model(payload["arch"], **payload["model_kwargs"])
     except ValueError as err:
@@ -168,4 +182,4 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raise CheckpointError(f"{path}: weights do not fit {payload['arch']}: {err}") from None
     if any(t.is_floating_point() and not bool(torch.isfinite(t).all()) for t in state.values()):
         raise CheckpointError(f"{path}: weights contain NaN or inf")
-    return model.to(map_location).eval(), payload["card"]
+    return model

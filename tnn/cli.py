@@ -90,7 +90,7 @@ def _add_config_flags(p: argparse.ArgumentParser, cls: type) -> None:
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_)
         elif isinstance(default, dict):
             p.add_argument(flag, type=json.loads, default=None, metavar="JSON", help=help_)
-        elif f.name in ("data_root",):
+        elif default is None:  # optional string (e.g. a path)
             p.add_argument(flag, default=None, help=help_)
         else:
             p.add_argument(flag, type=type(default), default=None, help=help_)

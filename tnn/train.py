@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tnn import data as tdata
-from tnn.checkpoint import CheckpointError, atomic_write, load_checkpoint, read_checkpoint, save_checkpoint
+from tnn.checkpoint import CheckpointError, atomic_write, model_from_payload, read_checkpoint, save_checkpoint
 from tnn.models import ThrottleNet, create_model
 
 __all__ = ["PretrainConfig", "PretrainResult", "Sandwich", "evaluate", "evaluate_checkpoint", "pretrain"]
@@ -415,7 +415,8 @@ def evaluate_checkpoint(
 ) -> dict[float, float]:
     """Accuracy per level of a checkpoint on ``split``; on ``test`` (and ``write``) store it in the card."""
     path = Path(path)
-    model, card = load_checkpoint(path, map_location=device)
+    payload = read_checkpoint(path)
+    model, card = model_from_payload(payload, path).to(device).eval(), payload["card"]
     dataset = card.get("dataset")
     if dataset not in tdata.DATASETS:
         raise CheckpointError(f"{path}: the card names no known dataset ({dataset!r}); cannot evaluate")
@@ -423,7 +424,6 @@ def evaluate_checkpoint(
     acc = evaluate(model, torch.from_numpy(images), torch.from_numpy(labels), batch_size=batch_size)
     log(f"{path} on {dataset}/{split}: " + " ".join(f"{u:g}:{a:.2f}%" for u, a in acc.items()))
     if write and split == "test":
-        payload = read_checkpoint(path)
         payload["card"]["accuracy"] = {f"{u:g}": round(a, 2) for u, a in acc.items()}
         payload["card"]["accuracy_split"] = f"{dataset}/test ({len(labels)} samples), measured by tnn evaluate"
         atomic_write(path, lambda fh: torch.save(payload, fh))
