@@ -1,16 +1,16 @@
-# The two commands a newcomer runs: `make test` (now) and `make demo` (arrives with the controllers).
+# The two commands a newcomer runs: `make demo` (the main job) and `make test`.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_VERSION ?= 2.13.0
 FASHION_MNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: install test test-slow lint format bench fashion-mnist clean
+.PHONY: install demo test test-slow lint format bench bench-env profiles fashion-mnist clean
 
 # torch first, pinned: an unpinned torch (or one pulled in by another package) is a multi-GB CUDA build
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml constraints.txt
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet torch==$(TORCH_VERSION)
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[agents,dev]'
 	@touch $@
 
 install: $(VENV)/.installed
@@ -23,6 +23,10 @@ fashion-mnist:
 		{ apt-get update -q >/dev/null && apt-get install -y -q dataset-fashion-mnist >/dev/null; } || \
 		echo "warning: could not install dataset-fashion-mnist; tests on the real data will skip"; \
 	else echo "note: Fashion-MNIST not found at $(FASHION_MNIST) (apt-get install -y dataset-fashion-mnist)"; fi
+
+# PPO controllers vs baselines on the shipped Fashion-MNIST TNN and its CPU profile -> results/demo/
+demo: install fashion-mnist
+	$(VENV)/bin/tnn demo
 
 test: install fashion-mnist
 	$(PY) -m pytest
@@ -41,6 +45,17 @@ format: install
 # CPU latency per level as a ratio to u=1 (levels interleaved in one run)
 bench: install
 	$(VENV)/bin/tnn bench latency --models resnet20 --batch-sizes 1 64
+
+# environment steps/s (single env through gymnasium.make; the native vec env with 1,024 envs)
+bench-env: install fashion-mnist
+	$(PY) bench/bench_env.py
+
+# the shipped CPU cost profiles and their figures (run on a quiet machine)
+profiles: install
+	$(VENV)/bin/tnn profile results/models/fashion_mnist-vgg11-tnn/model.pt --device cpu --batch-size 1 --repeats 200 --out results/profiles/fashion_mnist-vgg11-cpu-b1.json
+	$(VENV)/bin/tnn profile resnet20 --device cpu --batch-size 1 --repeats 200 --out results/profiles/cifar10-resnet20-cpu-b1.json
+	$(VENV)/bin/tnn profile resnet20 --device cpu --batch-size 64 --repeats 30 --out results/profiles/cifar10-resnet20-cpu-b64.json
+	$(VENV)/bin/tnn profile-plot results/profiles/*.json --out results/figures
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info

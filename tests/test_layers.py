@@ -13,6 +13,8 @@ from tnn.layers import (
     active_channels,
     active_components,
     channel_multiple,
+    conv_bn,
+    fold_conv_bn,
     make_levels,
     snap_level,
 )
@@ -100,3 +102,27 @@ def test_level_batchnorm_keeps_separate_statistics():
     torch.testing.assert_close(bn.norms[1].running_mean, torch.zeros(8))  # level 1 untouched
     with pytest.raises(ValueError, match="expected 8"):
         bn(torch.randn(2, 4, 3, 3), Setting(level=1))
+
+
+@pytest.mark.parametrize("dim, groups, bias", [(2, 1, False), (2, 4, True), (3, 1, True)])
+def test_conv_bn_fast_path_folds_the_norm_and_equals_the_two_layers(dim, groups, bias):
+    torch.manual_seed(0)
+    levels = make_levels(4)
+    conv = ThrottleConv(dim, 8, 16, 3, levels, padding=1, groups=groups, bias=bias)
+    bn = LevelBatchNorm(conv.out_counts, dim=dim).eval()
+    with torch.no_grad():
+        for norm in bn.norms:
+            norm.running_mean.uniform_(-1, 1), norm.running_var.uniform_(0.5, 2)
+            norm.weight.uniform_(0.5, 2), norm.bias.uniform_(-1, 1)
+    for level in range(4):
+        in_ch = 8 if groups == 1 else conv.active_groups[level] * 2
+        x = torch.rand(2, in_ch, *(5,) * dim)
+        ref = torch.relu(bn(conv(x, Setting(level)), Setting(level)))
+        with torch.no_grad():
+            fast = conv_bn(conv, bn, x, Setting(level, fast=True), relu=True)
+        torch.testing.assert_close(fast, ref.detach(), rtol=1e-5, atol=1e-5)
+        entry = fold_conv_bn(conv, bn, level, in_ch)
+        assert entry is conv._folded[(level, in_ch)] and entry.args[0].is_contiguous()
+        assert entry.args[0].shape[0] == conv.out_counts[level]
+    bn.train()  # batch statistics cannot be folded
+    assert fold_conv_bn(conv, bn, 3, x.shape[1]) is None

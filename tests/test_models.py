@@ -1,7 +1,9 @@
-"""Every registered model: shapes, exact FLOPs, real slicing (== masked reference), gradients."""
+"""Every registered model: shapes, exact FLOPs, real slicing (== masked reference), gradients, fast path."""
 
+import copy
 import itertools
 import math
+import pickle
 
 import pytest
 import torch
@@ -192,3 +194,153 @@ def test_no_global_state_between_models_and_calls():
         b(x, 0.125)  # a call on another model at another level changes nothing here
         torch.testing.assert_close(a(x, 1.0), ref, rtol=0, atol=0)
     assert not math.isclose(a.flops(0.125), a.flops(1.0))
+
+
+# --- eval-mode inference fast path: BN folded into cached weights, a flat plan per level ---
+
+
+def randomized_norms(model: tnn.ThrottleNet, seed: int = 3) -> tnn.ThrottleNet:
+    """Give every norm non-trivial statistics and affine parameters, so that folding them matters."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                n = m.num_features
+                m.running_mean.copy_(torch.randn(n, generator=g) * 0.2)
+                m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+                m.weight.copy_(torch.rand(n, generator=g) + 0.5)
+                m.bias.copy_(torch.randn(n, generator=g) * 0.2)
+    return model.eval()
+
+
+def fast_and_reference(model: tnn.ThrottleNet, x: torch.Tensor, u: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The fast path (no autograd) and the layer-by-layer reference (autograd on) at ``u``."""
+    with torch.no_grad():
+        fast = model(x, u)
+    return fast, model(x, u).detach()
+
+
+def cache_entries(model: tnn.ThrottleNet) -> int:
+    return len(model._plans) + sum(len(m._folded) for m in model.modules() if isinstance(m, ThrottleConv))
+
+
+@pytest.mark.parametrize("name, strategy", CONFIGS)
+def test_fast_path_equals_reference_at_every_level(name, strategy):
+    torch.manual_seed(0)
+    model = randomized_norms(tnn.create_model(name, strategy=strategy))
+    x = batch(model, 2)
+    for u in model.levels:
+        fast, ref = fast_and_reference(model, x, u)
+        torch.testing.assert_close(fast, ref, rtol=1e-4, atol=1e-4)
+    assert cache_entries(model) > 0 or name.startswith("densenet")  # DenseNet has no conv→BN pair to fold
+
+
+def test_fast_path_is_used_and_skips_the_norms():
+    torch.manual_seed(0)
+    model = randomized_norms(tnn.create_model("resnet20"))
+    calls = []
+    model.blocks[0].bn1.norms[0].register_forward_hook(lambda *a: calls.append(1))
+    with torch.no_grad():
+        model(batch(model, 1), 1.0)  # level 7: no hook on its norms
+    assert not calls and len(model._plans) == 1
+    with torch.no_grad():
+        model(batch(model, 1), 0.125)  # the hooked norm must run, so no fold there
+    assert calls
+
+
+def test_no_cache_in_training_mode_or_under_autograd():
+    torch.manual_seed(0)
+    model = tnn.create_model("resnet8")
+    x = batch(model, 2)
+    model.train()
+    with torch.no_grad():
+        model(x, 0.5)
+    model.eval()
+    out = model(x, 0.5)  # grad enabled: the reference path, differentiable through the norms
+    out.sum().backward()
+    assert cache_entries(model) == 0
+    assert model.stem_bn.norms[model.level_index(0.5)].weight.grad is not None
+    with torch.no_grad():
+        model(x, 0.5, masked=True)
+        model(x, 0.5, counter=tnn.CostCounter())
+    assert cache_entries(model) == 0
+
+
+def test_cache_follows_optimizer_steps_and_running_statistics():
+    torch.manual_seed(0)
+    model = randomized_norms(tnn.create_model("resnet8"))
+    x = batch(model, 4)
+    before, _ = fast_and_reference(model, x, 0.5)
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    model(x, 0.5).square().sum().backward()  # eval mode, autograd on: weights move, statistics do not
+    opt.step()
+    fast, ref = fast_and_reference(model, x, 0.5)
+    torch.testing.assert_close(fast, ref, rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(fast, before, rtol=1e-3, atol=1e-3)
+    model.train()  # a training-mode forward moves running statistics without bumping _version
+    with torch.no_grad():
+        model(x * 3, 0.5)
+    model.eval()
+    fast, ref = fast_and_reference(model, x, 0.5)
+    torch.testing.assert_close(fast, ref, rtol=1e-4, atol=1e-4)
+    for norms in (m.norms for m in model.modules() if isinstance(m, LevelBatchNorm)):
+        norms[3].training = True  # switched without train(): still never folded
+    fast, ref = fast_and_reference(model, x, 0.5)
+    torch.testing.assert_close(fast, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_cache_follows_load_state_dict_dtype_and_replaced_parameters():
+    torch.manual_seed(0)
+    model = randomized_norms(tnn.create_model("resnet8"))
+    other = randomized_norms(tnn.create_model("resnet8"), seed=5)
+    x = batch(model, 2)
+    fast_and_reference(model, x, 1.0)
+    keys = set(model.state_dict())
+    model.load_state_dict(other.state_dict())
+    assert set(model.state_dict()) == keys  # no cache in the state dict
+    fast, ref = fast_and_reference(model, x, 1.0)
+    torch.testing.assert_close(fast, ref, rtol=1e-4, atol=1e-4)
+    with torch.no_grad():
+        torch.testing.assert_close(fast, other(x, 1.0), rtol=1e-4, atol=1e-4)
+    model.double()
+    fast, ref = fast_and_reference(model, x.double(), 1.0)
+    assert fast.dtype == torch.float64
+    torch.testing.assert_close(fast, ref)
+    model.float()
+    fast_and_reference(model, x, 1.0)
+    model.stem.weight.data = torch.randn_like(model.stem.weight)  # same tensor and version, new storage
+    fast, ref = fast_and_reference(model, x, 1.0)
+    torch.testing.assert_close(fast, ref, rtol=1e-4, atol=1e-4)
+    model.blocks[0].conv1.weight = torch.nn.Parameter(torch.randn_like(model.blocks[0].conv1.weight))
+    model.fc.bias = torch.nn.Parameter(torch.randn_like(model.fc.bias))
+    fast, ref = fast_and_reference(model, x, 1.0)
+    torch.testing.assert_close(fast, ref, rtol=1e-4, atol=1e-4)
+    model.blocks[1] = copy.deepcopy(model.blocks[1])  # a replaced module: its copy holds no cache
+    with torch.no_grad():
+        model.blocks[1].conv2.weight.mul_(-1)
+    fast, ref = fast_and_reference(model, x, 1.0)
+    torch.testing.assert_close(fast, ref, rtol=1e-4, atol=1e-4)
+    assert sum(len(m._folded) for m in pickle.loads(pickle.dumps(model)).modules() if hasattr(m, "_folded")) == 0
+
+
+def test_fast_path_keeps_hooks_and_functional_call_semantics():
+    torch.manual_seed(0)
+    model = randomized_norms(tnn.create_model("resnet8"))
+    x = batch(model, 2)
+    fast_and_reference(model, x, 0.25)  # builds the caches
+    seen = []
+    handle = model.fc.register_forward_pre_hook(lambda _m, args: seen.append(args[0]))
+    fast, ref = fast_and_reference(model, x, 0.25)
+    handle.remove()
+    width = model.blocks[-1].conv2.out_counts[model.level_index(0.25)]
+    assert len(seen) == 2 and seen[0].shape == seen[1].shape == (2, width)
+    torch.testing.assert_close(fast, ref, rtol=1e-4, atol=1e-4)
+    other = randomized_norms(tnn.create_model("resnet8"), seed=7)
+    state = dict(other.named_parameters()) | dict(other.named_buffers())
+    with torch.no_grad():
+        swapped = torch.func.functional_call(model, state, (x,), {"u": 0.25})
+        torch.testing.assert_close(swapped, other(x, 0.25), rtol=1e-4, atol=1e-4)
+    with torch.inference_mode():  # a model built in inference mode has no version counters: no cache
+        frozen = tnn.create_model("resnet8").eval()
+        frozen(x, 0.25)
+    assert cache_entries(frozen) == 0

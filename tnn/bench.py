@@ -11,14 +11,17 @@ from __future__ import annotations
 import json
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
+from typing import TypeVar
 
 import torch
 
 from tnn.models import ThrottleNet, create_model
 
-__all__ = ["LevelTiming", "bench_latency", "format_table", "time_levels"]
+__all__ = ["LevelTiming", "bench_latency", "format_table", "time_interleaved", "time_levels"]
+
+K = TypeVar("K")
 
 
 @dataclass
@@ -41,26 +44,52 @@ def _quantile(xs: Sequence[float], q: float) -> float:
     return statistics.quantiles(xs, n=10, method="inclusive")[round(q * 10) - 1] if len(xs) > 1 else xs[0]
 
 
+def time_interleaved(
+    calls: Mapping[K, Callable[[], object]],
+    *,
+    repeats: int = 30,
+    warmup: int = 3,
+    time_call: Callable[[Callable[[], object]], float] | None = None,
+) -> dict[K, list[float]]:
+    """Milliseconds per call of each entry of ``calls``, interleaved: every round times every call once.
+
+    Each call runs ``warmup`` times first (untimed). Round ``r`` starts at entry ``r mod n`` and
+    wraps around, so neither drift nor "who ran last" favours one entry. ``time_call(fn)`` times
+    one call in ms (default: wall clock; the call must synchronise its device itself).
+    """
+    if repeats < 1 or warmup < 0:
+        raise ValueError(f"repeats must be >= 1 and warmup >= 0, got {repeats} and {warmup}")
+    keys = list(calls)
+    times: dict[K, list[float]] = {k: [] for k in keys}
+    time_call = time_call or _wall_ms
+    for _ in range(warmup):
+        for k in keys:
+            calls[k]()
+    for r in range(repeats):
+        i = r % len(keys)
+        for k in keys[i:] + keys[:i]:
+            times[k].append(time_call(calls[k]))
+    return times
+
+
+def _wall_ms(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return (time.perf_counter() - start) * 1e3
+
+
 def time_levels(
     model: ThrottleNet, x: torch.Tensor, *, repeats: int = 30, warmup: int = 3, masked: bool = False
 ) -> dict[tuple[float, bool], list[float]]:
     """Wall time (ms) of ``model(x, u)`` per (level, masked), levels interleaved over repetitions."""
     variants = [(u, False) for u in model.levels] + ([(u, True) for u in model.levels] if masked else [])
-    times: dict[tuple[float, bool], list[float]] = {v: [] for v in variants}
     sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
+
+    def call(u: float, m: bool) -> Callable[[], object]:
+        return lambda: (model(x, u, masked=m), sync())
+
     with torch.inference_mode():
-        for _ in range(warmup):
-            for u, m in variants:
-                model(x, u, masked=m)
-        sync()
-        for r in range(repeats):
-            k = r % len(variants)
-            for u, m in variants[k:] + variants[:k]:
-                start = time.perf_counter()
-                model(x, u, masked=m)
-                sync()
-                times[(u, m)].append((time.perf_counter() - start) * 1e3)
-    return times
+        return time_interleaved({v: call(*v) for v in variants}, repeats=repeats, warmup=warmup)
 
 
 def bench_latency(

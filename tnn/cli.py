@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import itertools
 import json
 import shlex
@@ -16,6 +17,9 @@ from tnn.checkpoint import CheckpointError, atomic_write, read_checkpoint
 from tnn.models import create_model, list_models
 
 __all__ = ["main"]
+
+# Modules with ``add_cli(subparsers)``; each keeps its heavy imports inside its handlers.
+_EXTENSIONS = ("tnn.profile", "tnn.table", "agents.cli")
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
@@ -227,6 +231,15 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--device", default="cpu")
     b.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     b.set_defaults(func=_cmd_bench_train)
+
+    for module in _EXTENSIONS:  # subcommands that live beside the code they drive
+        try:
+            ext = importlib.import_module(module)
+        except ModuleNotFoundError as err:
+            if err.name and (module + ".").startswith(err.name + "."):  # that package is not installed here
+                continue
+            raise
+        ext.add_cli(sub)
     return parser
 
 

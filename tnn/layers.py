@@ -19,6 +19,20 @@ subset of a higher level's (nested), and the count never decreases with ``u`` (m
 uses: everything computed at full width, inactive channels zeroed. It exists to prove that slicing
 computes exactly the throttled function (the tests compare the two) and to show in the benchmark
 that masking saves nothing. Never use it for real work.
+
+Inference fast path. In eval mode without autograd (``Setting.fast``), :func:`conv_bn` runs a
+convolution and the BatchNorm after it as *one* convolution whose weights have the norm folded in
+(``w·γ/σ``, ``β − μ·γ/σ``), sliced and made contiguous once per level and cached on the
+convolution; a family may also flatten a whole level into one function over such weights
+(``ThrottleNet.build_plan``). At batch 1 a narrow level is a few hundred microseconds of
+arithmetic, so per-layer Python overhead decides its latency. Results equal the layer-by-layer
+path up to float rounding. A :class:`Watch` rebuilds a cached entry when any module or tensor it
+came from is replaced, changed in place (``_version``: optimizer steps, ``load_state_dict``,
+training-mode BatchNorm forwards through ``num_batches_tracked``), moved (``.to``: storage
+address) or switched between train and eval, and steps aside while a forward hook is registered
+on a module it would skip. In-place writes through ``.data`` bypass version counters: call
+``ThrottleNet.clear_inference_cache`` after those. Caches are plain attributes: never in the
+state dict, never copied or pickled.
 """
 
 from __future__ import annotations
@@ -26,8 +40,10 @@ from __future__ import annotations
 import itertools
 import math
 import numbers
-from collections.abc import Sequence
+import operator
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -41,9 +57,12 @@ __all__ = [
     "Setting",
     "ThrottleConv",
     "ThrottleLinear",
+    "Watch",
     "active_channels",
     "active_components",
     "channel_multiple",
+    "conv_bn",
+    "fold_conv_bn",
     "make_levels",
     "snap_level",
 ]
@@ -133,6 +152,7 @@ class Setting:
     level: int
     masked: bool = False
     counter: CostCounter | None = None
+    fast: bool = False  # eval-mode inference without autograd: cached, BN-folded weights allowed
 
 
 def _channel_mask(x: torch.Tensor, count: int) -> torch.Tensor:
@@ -192,18 +212,29 @@ class ThrottleConv(nn.Module):
             if groups > 1 or len(out_counts) != n or any(not 0 < c <= out_channels for c in out_counts):
                 raise ValueError(f"out_counts {out_counts} do not fit {out_channels} channels and {n} levels")
             self.out_counts = tuple(out_counts)
+        self._folded: dict[tuple[int, int], _Folded] = {}  # (level, input channels) -> conv with BN folded in
+
+    def sliced(self, level: int, in_ch: int) -> tuple[torch.Tensor, torch.Tensor | None, int]:
+        """Weight and bias views for ``in_ch`` input channels at ``level``, and the active groups."""
+        groups, out_ch = self.active_groups[level], self.out_counts[level]
+        if in_ch > self.in_channels or (self.groups > 1 and in_ch != groups * (self.in_channels // self.groups)):
+            raise ValueError(f"{type(self).__name__}: got {in_ch} input channels at level {level}")
+        bias = None if self.bias is None else self.bias[:out_ch]
+        return self.weight[:out_ch, : in_ch // groups], bias, groups
+
+    def clear_cache(self) -> None:
+        """Drop the cached BN-folded weights (they are rebuilt on the next fast call)."""
+        self._folded.clear()
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_folded": {}}  # caches are rebuilt, never copied or pickled
 
     def forward(self, x: torch.Tensor, s: Setting) -> torch.Tensor:
         conv = F.conv2d if self.dim == 2 else F.conv3d
         if s.masked:
             out = conv(x, self.weight, self.bias, self.stride, self.padding, 1, self.groups)
             return _channel_mask(out, self.out_counts[s.level])
-        groups, out_ch = self.active_groups[s.level], self.out_counts[s.level]
-        in_ch = x.shape[1]
-        if in_ch > self.in_channels or (self.groups > 1 and in_ch != groups * (self.in_channels // self.groups)):
-            raise ValueError(f"{type(self).__name__}: got {in_ch} input channels at level {s.level}")
-        weight = self.weight[:out_ch, : in_ch // groups]
-        bias = None if self.bias is None else self.bias[:out_ch]
+        weight, bias, groups = self.sliced(s.level, x.shape[1])
         out = conv(x, weight, bias, self.stride, self.padding, 1, groups)
         if s.counter is not None:
             per_sample = out.numel() // out.shape[0]
@@ -268,3 +299,140 @@ class LevelBatchNorm(nn.Module):
         if s.counter is not None:
             s.counter.add(0, (norm.weight, norm.bias), self)
         return norm(x)
+
+
+_version_of = operator.attrgetter("_version")
+_training_of = operator.attrgetter("training")
+
+
+def _global_hooks() -> tuple[dict, ...]:
+    hooks = ("_global_forward_hooks", "_global_forward_pre_hooks")
+    return tuple(getattr(nn.modules.module, name, {}) for name in hooks)
+
+
+class Watch:
+    """A snapshot of registered modules and tensors that cached inference weights were built from.
+
+    ``slots`` are ``(registry, name, object)`` triples read straight from modules' ``_modules``,
+    ``_parameters`` and ``_buffers`` dicts; for every tensor among them the version counter and
+    storage address are recorded too, and for every one of ``modules`` its training flag and (for
+    :meth:`hooked`) its forward hooks. The checks run as C-level ``map`` calls on every cached
+    call: ``nn.Module.__getattr__`` alone costs about a microsecond, as much as a narrow
+    convolution's arithmetic at batch 1.
+    """
+
+    def __init__(
+        self,
+        slots: Sequence[tuple[dict, str, object]],
+        modules: Sequence[nn.Module] = (),
+    ) -> None:
+        self._dicts, self._names, self._objects = (list(col) for col in zip(*slots, strict=True))
+        self._tensors = [obj for obj in self._objects if isinstance(obj, torch.Tensor)]
+        self._versions = list(map(_version_of, self._tensors))  # RuntimeError for inference tensors
+        self._addresses = list(map(torch.Tensor.data_ptr, self._tensors))
+        self._modules = list(modules)
+        self._modes = list(map(_training_of, self._modules))
+        self._hooks = [d for m in modules for d in (m._forward_hooks, m._forward_pre_hooks)] + list(_global_hooks())
+
+    @classmethod
+    def over(cls, root: nn.Module, modules: Sequence[nn.Module]) -> Watch:
+        """Watch ``modules`` (their own tensors, modes and hooks) and every link from ``root`` down to them."""
+        parent = {id(child): (m, name) for m in root.modules() for name, child in m._modules.items()}
+        slots, seen, chain = [], set(), []
+        for module in modules:
+            slots += [(reg, name, t) for reg in (module._parameters, module._buffers) for name, t in reg.items()]
+            node = module
+            while id(node) in parent and id(node) not in seen:
+                seen.add(id(node))
+                chain.append(node)
+                up, name = parent[id(node)]
+                slots.append((up._modules, name, node))
+                node = up
+        return cls(slots, chain)
+
+    def changed(self) -> bool:
+        """Whether any watched object was replaced, written in place or switched between train and eval.
+
+        A training-mode BatchNorm forward updates the running statistics without bumping their
+        ``_version``, but it does bump ``num_batches_tracked``'s, which is watched with them."""
+        try:
+            return not (
+                all(map(operator.is_, map(dict.get, self._dicts, self._names), self._objects))
+                and list(map(_version_of, self._tensors)) == self._versions
+                and list(map(torch.Tensor.data_ptr, self._tensors)) == self._addresses
+                and list(map(_training_of, self._modules)) == self._modes
+            )
+        except RuntimeError:
+            return True
+
+    def hooked(self) -> bool:
+        """Whether a forward hook would expect to see one of the watched modules run."""
+        return any(map(len, self._hooks))
+
+
+class _Folded(NamedTuple):
+    """A convolution with the BatchNorm after it folded in: ``fn(x, *args)`` runs it."""
+
+    fn: Callable[..., torch.Tensor]
+    args: tuple  # weight, bias, stride, padding, dilation, groups
+    watch: Watch
+
+
+def fold_conv_bn(conv: ThrottleConv, bn: LevelBatchNorm, level: int, in_ch: int) -> _Folded | None:
+    """``bn(conv(x))`` at ``level`` for ``in_ch`` input channels as one convolution with the norm folded
+    in, cached on ``conv`` and rebuilt when stale; None where it does not apply (training-mode or
+    statistics-free norm, parametrized or inference-mode weights, a forward hook, a CUDA graph capture)."""
+    entry = conv._folded.get((level, in_ch))
+    if entry is not None and not entry.watch.changed():
+        return None if entry.watch.hooked() else entry
+    norms = bn.norms
+    norm = norms[level]
+    if norm.training or norm.running_mean is None or norm.running_var is None:
+        return None  # batch statistics: nothing to fold
+    sources = (conv.weight, conv.bias, norm.weight, norm.bias)
+    if any(a is not b for a, b in zip(sources, _registered(conv) + _registered(norm), strict=True)):
+        return None  # a parametrization computes the weights: nothing fixed to cache
+    if conv.weight.is_cuda and torch.cuda.is_current_stream_capturing():
+        return None  # a graph capture records kernels without running them: build outside it
+    slots = [(bn._modules, "norms", norms), (norms._modules, str(level), norm)]
+    slots += [(reg, name, t) for m in (conv, norm) for reg in (m._parameters, m._buffers) for name, t in reg.items()]
+    try:
+        watch = Watch(slots, [conv, bn, norm])
+    except RuntimeError:  # inference tensors keep no version counter: never cache them
+        return None
+    weight, bias, groups = conv.sliced(level, in_ch)
+    dtype = torch.promote_types(weight.dtype, torch.float32)  # fold half-precision weights in float32
+    with torch.no_grad():
+        scale = torch.rsqrt(norm.running_var.to(dtype) + norm.eps)
+        if norm.weight is not None:
+            scale = scale * norm.weight.to(dtype)
+        mean = norm.running_mean.to(dtype)
+        shift = (-mean if bias is None else bias.to(dtype) - mean) * scale
+        if norm.bias is not None:
+            shift = shift + norm.bias.to(dtype)
+        view = (-1,) + (1,) * (weight.dim() - 1)
+        folded_weight = (weight.to(dtype) * scale.reshape(view)).to(weight.dtype).contiguous()
+        folded_bias = shift.to(weight.dtype).contiguous()
+    fn = F.conv2d if conv.dim == 2 else F.conv3d
+    entry = _Folded(fn, (folded_weight, folded_bias, conv.stride, conv.padding, 1, groups), watch)
+    conv._folded[(level, in_ch)] = entry
+    return None if watch.hooked() else entry
+
+
+def _registered(module: nn.Module) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    return module._parameters.get("weight"), module._parameters.get("bias")
+
+
+def conv_bn(conv: ThrottleConv, bn: LevelBatchNorm, x: torch.Tensor, s: Setting, *, relu: bool = False) -> torch.Tensor:
+    """``bn(conv(x))``, then ReLU if asked: the conv-BN(-ReLU) unit every width-throttled family uses.
+
+    With ``s.fast`` (eval mode, no autograd, neither masked nor counted) it is one convolution with
+    the norm folded into cached weights (see the module docstring); otherwise exactly the two layers.
+    """
+    if s.fast:
+        entry = fold_conv_bn(conv, bn, s.level, x.shape[1])
+        if entry is not None:
+            out = entry.fn(x, *entry.args)
+            return out.relu_() if relu else out
+    out = bn(conv(x, s), s)
+    return F.relu(out) if relu else out

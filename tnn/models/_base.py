@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from itertools import chain
 
 import torch
 from torch import nn
 
-from tnn.layers import STRATEGIES, CostCounter, Setting, check_levels, make_levels, snap_level
+from tnn.layers import STRATEGIES, CostCounter, Setting, ThrottleConv, Watch, check_levels, make_levels, snap_level
 
 __all__ = ["ThrottleNet", "default_normalization"]
 
@@ -73,6 +73,10 @@ class ThrottleNet(nn.Module):
         # set by tnn.create_model so that a checkpoint can rebuild the model
         self.arch: str = type(self).__name__
         self.model_kwargs: dict = {}
+        self._plans: dict[int, tuple[Watch, Callable[[torch.Tensor], torch.Tensor]]] = {}
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_plans": {}}  # caches are rebuilt, never copied or pickled
 
     @property
     def levels(self) -> tuple[float, ...]:
@@ -89,10 +93,12 @@ class ThrottleNet(nn.Module):
 
     def check_input(self, x: object) -> None:
         """Refuse anything but a float batch of the shape this model was built for."""
+        if isinstance(x, torch.Tensor) and x.shape[1:] == self.input_shape and x.is_floating_point():
+            return
         shape = "×".join(str(d) for d in self.input_shape)
         if not isinstance(x, torch.Tensor):
             raise ValueError(f"{self.arch} expects a float tensor of shape N×{shape}, got {type(x).__name__}")
-        if x.dim() != len(self.input_shape) + 1 or tuple(x.shape[1:]) != self.input_shape:
+        if x.shape[1:] != self.input_shape:
             raise ValueError(f"{self.arch} expects input of shape N×{shape}, got {tuple(x.shape)}")
         if not x.is_floating_point():
             raise ValueError(
@@ -110,7 +116,44 @@ class ThrottleNet(nn.Module):
         level = self.level_index(u)
         self.check_input(x)
         x = (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
-        return self.forward_level(x, Setting(level, masked, counter))
+        fast = not (masked or counter is not None or self.training or torch.is_grad_enabled())
+        if fast:
+            plan = self._plan(level)
+            if plan is not None:
+                return plan(x)
+        return self.forward_level(x, Setting(level, masked, counter, fast))
+
+    def build_plan(self, level: int) -> tuple[Callable[[torch.Tensor], torch.Tensor], Sequence[nn.Module]] | None:
+        """Optional: the whole network at ``level`` as one function of normalised input, for eval-mode
+        inference without autograd, and the modules whose tensors it captured (they are watched).
+
+        It must compute what :meth:`forward_level` computes (up to float rounding). At batch 1 a
+        narrow level is mostly Python overhead, so a flat function over folded weights is the
+        difference between a real and a nominal speed-up. ``None``: run :meth:`forward_level`.
+        """
+        return None
+
+    def _plan(self, level: int) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        """The cached plan for ``level``, rebuilt when anything it captured changed; None if unusable."""
+        cached = self._plans.get(level)
+        if cached is None or cached[0].changed():
+            built = self.build_plan(level)
+            if built is None:
+                return None
+            run, modules = built
+            try:
+                cached = self._plans[level] = (Watch.over(self, modules), run)
+            except RuntimeError:  # inference tensors keep no version counter: never cache them
+                return None
+        return None if cached[0].hooked() else cached[1]
+
+    def clear_inference_cache(self) -> None:
+        """Drop the weights cached for eval-mode inference (to free memory, or after writing weights
+        through ``.data``, which bypasses the version counters the cache checks)."""
+        self._plans.clear()
+        for module in self.modules():
+            if isinstance(module, ThrottleConv):
+                module.clear_cache()
 
     def forward_level(self, x: torch.Tensor, s: Setting) -> torch.Tensor:
         raise NotImplementedError

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tnn.layers import LevelBatchNorm, Setting, ThrottleConv, ThrottleLinear
+from tnn.layers import LevelBatchNorm, Setting, ThrottleConv, ThrottleLinear, conv_bn
 from tnn.models._base import ThrottleNet
 from tnn.models._registry import register_model
 
@@ -60,7 +60,7 @@ class C3D(ThrottleNet):
 
     def forward_level(self, x: torch.Tensor, s: Setting) -> torch.Tensor:
         for i, (conv, norm) in enumerate(zip(self.convs, self.norms, strict=True)):
-            x = F.relu(norm(conv(x, s), s))
+            x = conv_bn(conv, norm, x, s, relu=True)
             kernel = (1, 2, 2) if i == 0 else 2
             x = F.max_pool3d(x, kernel, ceil_mode=True)
         x = torch.flatten(F.adaptive_avg_pool3d(x, 1), 1)

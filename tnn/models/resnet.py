@@ -8,13 +8,21 @@ from the back (the first block of every stage is the last to go).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tnn.layers import LevelBatchNorm, Setting, ThrottleConv, ThrottleLinear, active_components
+from tnn.layers import (
+    LevelBatchNorm,
+    Setting,
+    ThrottleConv,
+    ThrottleLinear,
+    active_components,
+    conv_bn,
+    fold_conv_bn,
+)
 from tnn.models._base import ThrottleNet
 from tnn.models._registry import register_model
 
@@ -46,8 +54,8 @@ class BasicBlock(nn.Module):
         shortcut = option_a_shortcut(x, self.stride, channels)
         if not self.active[s.level] and not s.masked:
             return shortcut  # x >= 0 (a ReLU output), so relu(0 + shortcut) == shortcut
-        out = F.relu(self.bn1(self.conv1(x, s), s))
-        out = self.bn2(self.conv2(out, s), s)
+        out = conv_bn(self.conv1, self.bn1, x, s, relu=True)
+        out = conv_bn(self.conv2, self.bn2, out, s)
         if not self.active[s.level]:
             out = out * 0  # masked reference: compute the block, then discard it
         return F.relu(out + shortcut)
@@ -97,10 +105,45 @@ class CifarResNet(ThrottleNet):
         self.fc = ThrottleLinear(in_planes, num_classes, wl, throttle=False)
 
     def forward_level(self, x: torch.Tensor, s: Setting) -> torch.Tensor:
-        x = F.relu(self.stem_bn(self.stem(x, s), s))
+        x = conv_bn(self.stem, self.stem_bn, x, s, relu=True)
         for block in self.blocks:
             x = block(x, s)
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1), s)
+
+    def build_plan(self, level: int) -> tuple[Callable[[torch.Tensor], torch.Tensor], list[nn.Module]] | None:
+        """``forward_level`` at ``level`` as one loop over folded convolutions (see ThrottleNet.build_plan)."""
+        stem = fold_conv_bn(self.stem, self.stem_bn, level, self.input_shape[0])
+        if stem is None:
+            return None
+        modules: list[nn.Module] = [self.stem, self.stem_bn.norms[level], self.fc]
+        steps = []  # (stride, output channels, conv1, conv2), convs None for a skipped block
+        channels = self.stem.out_counts[level]
+        for block in self.blocks:
+            out = block.conv2.out_counts[level]
+            conv1 = conv2 = None
+            if block.active[level]:
+                conv1 = fold_conv_bn(block.conv1, block.bn1, level, channels)
+                conv2 = fold_conv_bn(block.conv2, block.bn2, level, block.conv1.out_counts[level])
+                if conv1 is None or conv2 is None:
+                    return None
+                modules += [block.conv1, block.bn1.norms[level], block.conv2, block.bn2.norms[level]]
+            steps.append((block.stride, out, conv1, conv2))
+            channels = out
+        fc_weight = self.fc.weight[: self.fc.out_counts[level], :channels].contiguous()
+        fc_bias = self.fc.bias[: self.fc.out_counts[level]]
+
+        def run(x: torch.Tensor) -> torch.Tensor:
+            x = stem.fn(x, *stem.args).relu_()
+            for stride, out, conv1, conv2 in steps:
+                shortcut = option_a_shortcut(x, stride, out)
+                if conv1 is None:
+                    x = shortcut
+                    continue
+                y = conv1.fn(x, *conv1.args).relu_()
+                x = conv2.fn(y, *conv2.args).add_(shortcut).relu_()
+            return F.linear(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1), fc_weight, fc_bias)
+
+        return run, modules
 
 
 def _resnet(depth: int, **kwargs) -> CifarResNet:

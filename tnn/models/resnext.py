@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tnn.layers import LevelBatchNorm, Setting, ThrottleConv, ThrottleLinear, active_components
+from tnn.layers import LevelBatchNorm, Setting, ThrottleConv, ThrottleLinear, active_components, conv_bn
 from tnn.models._base import ThrottleNet
 from tnn.models._registry import register_model
 
@@ -48,12 +48,12 @@ class ResNeXtBlock(nn.Module):
             self.proj_bn = LevelBatchNorm(self.proj.out_counts)
 
     def forward(self, x: torch.Tensor, s: Setting) -> torch.Tensor:
-        shortcut = x if self.proj is None else self.proj_bn(self.proj(x, s), s)
+        shortcut = x if self.proj is None else conv_bn(self.proj, self.proj_bn, x, s)
         if not self.active[s.level] and not s.masked:
             return shortcut if self.proj is None else F.relu(shortcut)
-        out = F.relu(self.bn1(self.conv1(x, s), s))
-        out = F.relu(self.bn2(self.conv2(out, s), s))
-        out = self.bn3(self.conv3(out, s), s)
+        out = conv_bn(self.conv1, self.bn1, x, s, relu=True)
+        out = conv_bn(self.conv2, self.bn2, out, s, relu=True)
+        out = conv_bn(self.conv3, self.bn3, out, s)
         if not self.active[s.level]:
             out = out * 0  # masked reference: compute the block, then discard it
         return F.relu(out + shortcut)
@@ -105,7 +105,7 @@ class CifarResNeXt(ThrottleNet):
         self.fc = ThrottleLinear(in_planes, num_classes, wl, throttle=False)
 
     def forward_level(self, x: torch.Tensor, s: Setting) -> torch.Tensor:
-        x = F.relu(self.stem_bn(self.stem(x, s), s))
+        x = conv_bn(self.stem, self.stem_bn, x, s, relu=True)
         for block in self.blocks:
             x = block(x, s)
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1), s)

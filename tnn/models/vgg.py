@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tnn.layers import LevelBatchNorm, Setting, ThrottleConv, ThrottleLinear
+from tnn.layers import LevelBatchNorm, Setting, ThrottleConv, ThrottleLinear, conv_bn
 from tnn.models._base import ThrottleNet
 from tnn.models._registry import register_model
 
@@ -73,13 +73,9 @@ class CifarVGG(ThrottleNet):
         self.fc2 = ThrottleLinear(c, num_classes, wl, throttle=False)
 
     def forward_level(self, x: torch.Tensor, s: Setting) -> torch.Tensor:
-        for layer in self.features:
-            if isinstance(layer, ThrottleConv):
-                x = layer(x, s)
-            elif isinstance(layer, LevelBatchNorm):
-                x = F.relu(layer(x, s))
-            else:
-                x = layer(x)
+        layers = iter(self.features)
+        for layer in layers:  # every conv is followed by its norm
+            x = conv_bn(layer, next(layers), x, s, relu=True) if isinstance(layer, ThrottleConv) else layer(x)
         x = torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
         return self.fc2(F.relu(self.fc1(x, s)), s)
 

@@ -1,0 +1,253 @@
+"""Baseline throttling policies, evaluated exactly like a trained controller (``agents.evaluate``).
+
+Every policy answers ``predict(obs, env) -> action`` for the env's own action space, choosing a
+level index and turning it into an action with ``env.unwrapped.action_for_level``. Those that look
+at the input read what a controller could see: the lowest-level preview of the *current* sample
+(its confidence and features, from the response table at ``env.unwrapped.index``) — except the
+oracle, which reads the correctness of every level and is therefore an upper bound, never a
+controller. Policies that never look at the input (``needs_preview = False``: static, random,
+oracle) are evaluated without the preview pass, so they are not charged for it; see
+:func:`eval_kwargs_for`.
+
+- ``static``: one fixed level (the front every controller must beat).
+- ``random``: a uniformly random level per input.
+- ``cascade``: keep the preview's answer (the cheapest level) when its confidence ≥ τ, else run a
+  chosen level; τ and that level are tuned on ``val`` for a trade-off λ.
+- ``bandit``: the paper's controller, a neural contextual bandit over discrete levels: a small MLP
+  on the preview features predicts each level's reward (correct − λ·cost ratio), trained on
+  ``val`` with ε-greedy exploration, greedy at test time.
+- ``oracle``: the cheapest level that answers correctly (the cheapest level when none does).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import numpy as np
+
+__all__ = [
+    "BASELINES",
+    "BanditPolicy",
+    "CascadePolicy",
+    "OraclePolicy",
+    "Policy",
+    "RandomPolicy",
+    "StaticPolicy",
+    "cost_fractions",
+    "eval_kwargs_for",
+    "tradeoff_rewards",
+]
+
+BASELINES = ("static", "random", "cascade", "bandit", "oracle")
+
+
+class Policy(Protocol):
+    """What ``agents.evaluate`` runs: an action for the current observation of ``env``."""
+
+    name: str
+    setting: str
+
+    def predict(self, obs: Any, env: Any) -> Any: ...
+
+
+def eval_kwargs_for(policy: Any, env_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The env kwargs to evaluate ``policy`` with: no preview (observation "none") when it ignores the input."""
+    if getattr(policy, "needs_preview", True):
+        return dict(env_kwargs)
+    return {**env_kwargs, "observation": "none"}
+
+
+def _action(env: Any, level: int) -> Any:
+    return env.unwrapped.action_for_level(int(level))
+
+
+def cost_fractions(env: Any) -> np.ndarray:
+    """Each level's charge as the env computes it, as a fraction of the u=1 cost (its ``info["cost"]``).
+
+    The env charges the preview (the lowest level) on top of every other level when it shows
+    features, and divides by the bare u=1 cost; background load is left out (a baseline cannot see it).
+    """
+    base = getattr(env, "unwrapped", env)
+    raw = np.array([float(base.profile.cost(u, base.cost_metric)) for u in base.levels], dtype=np.float64)
+    preview = np.where(np.arange(len(raw)) > 0, raw[0], 0.0) if base.observation == "features" else 0.0
+    return (raw + preview) / raw[-1]
+
+
+def tradeoff_rewards(correct: np.ndarray, fractions: np.ndarray, lam: float) -> np.ndarray:
+    """(N, L) linear trade-off reward: correct − λ · cost fraction (the env's ``linear`` reward)."""
+    return correct.astype(np.float64) - lam * np.asarray(fractions, np.float64)[None, :]
+
+
+class StaticPolicy:
+    """Always the same level."""
+
+    name = "static"
+    needs_preview = False
+
+    def __init__(self, level: int, u: float | None = None) -> None:
+        self.level = int(level)
+        self.setting = f"{u:g}" if u is not None else str(level)
+
+    def predict(self, obs: Any, env: Any) -> Any:
+        return _action(env, self.level)
+
+
+class RandomPolicy:
+    """A uniformly random level per input (seeded)."""
+
+    name = "random"
+    needs_preview = False
+
+    def __init__(self, seed: int = 0) -> None:
+        self.rng = np.random.default_rng(seed)
+        self.setting = ""
+
+    def predict(self, obs: Any, env: Any) -> Any:
+        return _action(env, self.rng.integers(len(env.unwrapped.levels)))
+
+
+class OraclePolicy:
+    """The cheapest level that is correct: an upper bound that reads the labels, never a controller."""
+
+    name = "oracle"
+    setting = ""
+    needs_preview = False
+
+    def predict(self, obs: Any, env: Any) -> Any:
+        base = env.unwrapped
+        correct = np.asarray(base.table.correct[base.index], dtype=bool)
+        return _action(env, int(np.argmax(correct)) if correct.any() else 0)
+
+
+class CascadePolicy:
+    """Preview confidence ≥ τ → the cheapest level (the preview's own answer), else ``fallback`` level."""
+
+    name = "cascade"
+    needs_preview = True
+
+    def __init__(self, tau: float, fallback: int, setting: str = "") -> None:
+        self.tau, self.fallback = float(tau), int(fallback)
+        self.setting = setting or f"τ={self.tau:.2f}"
+
+    @classmethod
+    def fit(cls, table: Any, fractions: np.ndarray, lam: float, setting: str = "") -> CascadePolicy:
+        """τ and fallback level maximising the mean trade-off reward on ``table`` (the val split)."""
+        conf = np.asarray(table.confidence)[:, 0]
+        rewards = tradeoff_rewards(np.asarray(table.correct), fractions, lam)
+        taus = np.unique(np.quantile(conf, np.linspace(0.0, 1.0, 41)))
+        taus = np.append(taus, np.inf)  # never trust the preview
+        best = (-np.inf, np.inf, len(fractions) - 1)
+        for tau in taus:
+            easy = conf >= tau
+            for fb in range(len(fractions)):
+                value = np.where(easy, rewards[:, 0], rewards[:, fb]).mean()
+                if value > best[0] + 1e-12:
+                    best = (value, float(tau), fb)
+        return cls(best[1], best[2], setting or f"λ={lam:g}")
+
+    def predict(self, obs: Any, env: Any) -> Any:
+        base = env.unwrapped
+        conf = float(base.table.confidence[base.index][0])
+        return _action(env, 0 if conf >= self.tau else self.fallback)
+
+
+class BanditPolicy:
+    """The paper's neural contextual bandit: an MLP on preview features → each level's reward.
+
+    Trained on the val table with ε-greedy exploration (only the chosen arm's reward is seen, as
+    in the paper), then greedy. Standardises features with val statistics.
+    """
+
+    name = "bandit"
+    needs_preview = True
+
+    def __init__(self, net: Any, mean: np.ndarray, std: np.ndarray, setting: str = "") -> None:
+        self.net, self.mean, self.std, self.setting = net, mean, std, setting
+        self._table: Any = None
+        self._levels = np.zeros(0, np.int64)
+
+    @classmethod
+    def fit(
+        cls,
+        table: Any,
+        fractions: np.ndarray,
+        lam: float,
+        *,
+        epochs: int = 20,
+        hidden: int = 64,
+        batch_size: int = 128,
+        eps_start: float = 1.0,
+        eps_end: float = 0.05,
+        lr: float = 3e-3,
+        seed: int = 0,
+        setting: str = "",
+    ) -> BanditPolicy:
+        import torch
+
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # a tiny MLP: threads only add synchronisation
+        try:
+            return cls._fit(table, fractions, lam, epochs, hidden, batch_size, eps_start, eps_end, lr, seed, setting)
+        finally:
+            torch.set_num_threads(threads)
+
+    @classmethod
+    def _fit(
+        cls,
+        table: Any,
+        fractions: np.ndarray,
+        lam: float,
+        epochs: int,
+        hidden: int,
+        batch_size: int,
+        eps_start: float,
+        eps_end: float,
+        lr: float,
+        seed: int,
+        setting: str,
+    ) -> BanditPolicy:
+        import torch
+        from torch import nn
+
+        gen = torch.Generator().manual_seed(seed)
+        rng = np.random.default_rng(seed)
+        feats = np.asarray(table.features, dtype=np.float32)
+        mean, std = feats.mean(0), feats.std(0) + 1e-6
+        x = torch.from_numpy((feats - mean) / std)
+        rewards = torch.from_numpy(tradeoff_rewards(np.asarray(table.correct), fractions, lam).astype(np.float32))
+        n, n_arms = rewards.shape
+        torch.manual_seed(seed)
+        net = nn.Sequential(nn.Linear(x.shape[1], hidden), nn.ReLU(), nn.Linear(hidden, n_arms))
+        opt = torch.optim.Adam(net.parameters(), lr=lr)
+        steps = epochs * ((n + batch_size - 1) // batch_size)
+        step = 0
+        for _ in range(epochs):
+            for idx in torch.randperm(n, generator=gen).split(batch_size):
+                eps = eps_start + (eps_end - eps_start) * min(1.0, step / max(1, 0.7 * steps))
+                pred = net(x[idx])
+                greedy = pred.argmax(1).numpy()
+                explore = rng.random(len(idx)) < eps
+                arms = np.where(explore, rng.integers(n_arms, size=len(idx)), greedy)
+                arms_t = torch.from_numpy(arms)
+                chosen = pred.gather(1, arms_t[:, None]).squeeze(1)
+                loss = nn.functional.mse_loss(chosen, rewards[idx, arms_t])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                step += 1
+        net.eval()
+        return cls(net, mean, std, setting or f"λ={lam:g}")
+
+    def levels_for(self, features: np.ndarray) -> np.ndarray:
+        """Greedy level per row of raw preview features."""
+        import torch
+
+        with torch.no_grad():
+            x = torch.from_numpy(((np.asarray(features, np.float32) - self.mean) / self.std).astype(np.float32))
+            return self.net(x.reshape(-1, x.shape[-1])).argmax(1).numpy()
+
+    def predict(self, obs: Any, env: Any) -> Any:
+        base = env.unwrapped
+        if self._table is not base.table:  # the net is deterministic: answer a whole table in one pass
+            self._table, self._levels = base.table, self.levels_for(base.table.features)
+        return _action(env, int(self._levels[base.index]))

@@ -1,0 +1,178 @@
+"""``tnn`` subcommands for controllers: train-controller, evaluate-controller, pareto, demo.
+
+Handlers import SB3, gymnasium and matplotlib lazily, so ``tnn --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+from pathlib import Path
+from typing import Any
+
+__all__ = ["add_cli"]
+
+
+def _json_arg(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(
+            f'not JSON ({err.msg}): {text!r}; e.g. \'{{"cost_metric": "latency"}}\''
+        ) from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r}")
+    return value
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from agents.train import TrainConfig, train_controller
+
+    cfg = TrainConfig(
+        algo=args.algo,
+        env_id=args.env_id or "",
+        reward=args.reward,
+        lam=args.lam,
+        env_kwargs=args.env_kwargs or {},
+        hyperparams=args.hyperparams or {},
+        timesteps=args.timesteps or 0,
+        seed=args.seed,
+        n_envs=args.n_envs or 0,
+        progress=not args.no_progress,
+        evaluate_test=not args.no_test,
+    )
+    out = args.out or f"runs/controllers/{cfg.algo}-{cfg.reward}" + (f"-lam{cfg.lam:g}" if cfg.lam is not None else "")
+    result = train_controller(cfg, out, resume=args.resume, command=shlex.join(["tnn", *args.argv]))
+    test = result.metrics.get("test")
+    if test:
+        print(_summary(test))
+    print(f"wrote {result.out}")
+    return 0
+
+
+def _summary(m: dict[str, Any]) -> str:
+    hist = " ".join(f"{u}:{c}" for u, c in m["u_histogram"].items() if c)
+    return (
+        f"{m['method']} {m['setting']}: accuracy {m['accuracy']:.2f}% | energy {m['energy_mj']:.4g} mJ | "
+        f"latency {m['latency_ms']:.4g} ms | {m['flops'] / 1e6:.3g} MFLOPs per input | "
+        f"budget violations {m['budget_violations']}/{m['episodes']} episodes | u histogram {hist}"
+    )
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from agents.evaluate import EVAL_COPIES, close_all, evaluate_policy, load_controller, make_eval_env, write_json
+
+    target = Path(args.target)
+    if target.is_dir():
+        policy, spec = load_controller(target)
+        env_id, kwargs = spec["id"], {**spec["kwargs"], **(args.env_kwargs or {})}
+        if args.env_id:
+            env_id = args.env_id
+        out = args.out or target / "evaluation.json"
+    else:
+        from agents.baselines import eval_kwargs_for
+        from agents.sweep import baseline_policy
+
+        env_id = args.env_id or "tnn/Throttle-v0"
+        kwargs = {**(args.env_kwargs or {}), "split": "test"}
+        policy = baseline_policy(args.target, env_id, kwargs, level=args.level, lam=args.lam, seed=args.seed)
+        kwargs = eval_kwargs_for(policy, kwargs)
+        out = args.out
+    env = make_eval_env(env_id, kwargs, copies=EVAL_COPIES if hasattr(policy, "predict_batch") else 1)
+    metrics = evaluate_policy(policy, env, seed=args.seed, progress=not args.no_progress)
+    close_all(env)
+    print(_summary(metrics))
+    if out:
+        write_json(out, metrics)
+        print(f"wrote {out}")
+    return 0
+
+
+def _lams(text: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, e.g. 0,0.2,0.5; got {text!r}") from None
+
+
+def _cmd_pareto(args: argparse.Namespace) -> int:
+    from agents.sweep import SweepConfig, run_sweep
+
+    cfg = SweepConfig(
+        env_id=args.env_id or "tnn/Throttle-v0",
+        env_kwargs=args.env_kwargs or {},
+        lams=tuple(args.lams),
+        algo=args.algo,
+        timesteps=args.timesteps,
+        seed=args.seed,
+        methods=tuple(args.methods),
+        budget_conditioned=not args.no_budget_conditioned,
+        progress=not args.no_progress,
+        title=args.title or "",
+    )
+    run_sweep(cfg, args.out, command=shlex.join(["tnn", *args.argv]))
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from agents.sweep import run_demo
+
+    run_demo(args.out, timesteps=args.timesteps, command=shlex.join(["tnn", *args.argv]))
+    return 0
+
+
+def add_cli(sub: Any) -> None:
+    """Register the controller subcommands on ``tnn``'s subparsers."""
+    from agents.baselines import BASELINES
+
+    p = sub.add_parser("train-controller", help="train a throttling controller (SB3: ppo, a2c, sac, dqn)")
+    p.add_argument("--algo", default="ppo", choices=["ppo", "a2c", "sac", "dqn"])
+    p.add_argument("--env-id", default=None, help="default tnn/Throttle-v0 (tnn/ThrottleDiscrete-v0 for dqn)")
+    p.add_argument("--reward", default="linear", help="built-in reward name of the env (default: linear)")
+    p.add_argument("--lam", type=float, default=None, help="trade-off weight λ of the linear reward")
+    p.add_argument("--env-kwargs", type=_json_arg, default=None, metavar="JSON", help="extra gymnasium.make kwargs")
+    p.add_argument("--hyperparams", type=_json_arg, default=None, metavar="JSON", help="override YAML hyperparameters")
+    p.add_argument("--timesteps", type=int, default=None, help="environment steps (default: the YAML's)")
+    p.add_argument("--n-envs", type=int, default=None, help="parallel envs (default: the YAML's)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="run directory (default runs/controllers/ALGO-REWARD[-lamX])")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
+    p.add_argument("--no-test", action="store_true", help="skip the final evaluation on the test split")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("evaluate-controller", help="evaluate a controller run or a baseline on the test split")
+    p.add_argument("target", help=f"a train-controller run directory, or a baseline: {', '.join(BASELINES)}")
+    p.add_argument("--env-id", default=None)
+    p.add_argument("--env-kwargs", type=_json_arg, default=None, metavar="JSON")
+    p.add_argument("--level", type=int, default=None, help="static: the level index (default: the top level)")
+    p.add_argument("--lam", type=float, default=0.5, help="cascade/bandit: trade-off λ they are tuned for on val")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="metrics JSON (default for a run: RUN_DIR/evaluation.json)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("pareto", help="sweep λ for a controller and the baselines; pareto.csv + figure")
+    p.add_argument("--out", required=True, help="output directory (pareto.csv, pareto.png, metrics.json, runs/)")
+    p.add_argument("--env-id", default=None)
+    p.add_argument("--env-kwargs", type=_json_arg, default=None, metavar="JSON", help="checkpoint, profile, ...")
+    p.add_argument("--lams", type=_lams, default=[0.003, 0.01, 0.03, 0.1, 0.3], help="comma-separated λ values")
+    p.add_argument("--algo", default="ppo", choices=["ppo", "a2c", "sac"])
+    p.add_argument("--timesteps", type=int, default=200_000, help="steps per controller")
+    p.add_argument(
+        "--methods",
+        nargs="+",
+        default=["static", "random", "oracle", "cascade", "bandit", "controller"],
+        choices=["static", "random", "oracle", "cascade", "bandit", "controller"],
+    )
+    p.add_argument("--no-budget-conditioned", action="store_true", help="skip the one-policy-for-all-λ controller")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--title", default=None)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_cmd_pareto)
+
+    p = sub.add_parser("demo", help="the main job: PPO controllers vs baselines on the shipped Fashion-MNIST TNN")
+    p.add_argument("--out", default="results/demo")
+    p.add_argument("--timesteps", type=int, default=None, help="steps per controller (default: the demo's)")
+    p.set_defaults(func=_cmd_demo)

@@ -1,0 +1,111 @@
+"""Hyperparameters as YAML keyed by env id (RL Baselines3 Zoo style), checked against the algorithm.
+
+``hyperparams/<algo>.yml`` maps env ids to keyword arguments; ``default`` serves any id not listed.
+A few meta keys steer the run rather than the algorithm (``policy``, ``n_envs``, ``n_timesteps``,
+``normalize``, ``normalize_kwargs``); every other key must be an argument of the algorithm's
+constructor, so a typo fails before training instead of being silently ignored. ``lin_X`` strings
+become linear schedules; ``policy_kwargs`` is a plain mapping (never an ``eval``'d string).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+__all__ = ["ALGOS", "META_KEYS", "HyperparamError", "algo_class", "linear_schedule", "load_hyperparams"]
+
+HYPERPARAMS_DIR = Path(__file__).parent / "hyperparams"
+ALGOS = ("ppo", "a2c", "sac", "dqn")
+META_KEYS = ("policy", "n_envs", "n_timesteps", "normalize", "normalize_kwargs")
+_SCHEDULE_KEYS = ("learning_rate", "clip_range", "clip_range_vf")
+_RESERVED = ("self", "env", "policy", "seed", "verbose", "tensorboard_log", "device", "_init_setup_model")
+
+
+class HyperparamError(ValueError):
+    """A hyperparameter file or override the algorithm cannot take."""
+
+
+def algo_class(algo: str) -> type:
+    """The SB3 class for ``algo`` (lazy import: SB3 is heavy)."""
+    import stable_baselines3 as sb3
+
+    if algo not in ALGOS:
+        raise HyperparamError(f"unknown algorithm {algo!r}; choose one of {', '.join(ALGOS)}")
+    return getattr(sb3, algo.upper())
+
+
+def linear_schedule(initial: float) -> Callable[[float], float]:
+    """``progress_remaining`` (1 → 0) times ``initial``, the RL Zoo ``lin_`` schedule."""
+
+    def schedule(progress_remaining: float) -> float:
+        return progress_remaining * initial
+
+    schedule.initial = initial  # type: ignore[attr-defined]  # kept for config.yml round trips
+    return schedule
+
+
+def _parse_value(key: str, value: Any) -> Any:
+    if isinstance(value, str) and value.startswith("lin_"):
+        if key not in _SCHEDULE_KEYS:
+            raise HyperparamError(f"{key}: a lin_ schedule only works for {', '.join(_SCHEDULE_KEYS)}")
+        try:
+            return linear_schedule(float(value[4:]))
+        except ValueError:
+            raise HyperparamError(f"{key}: {value!r} is not lin_<number>, e.g. lin_3e-4") from None
+    return value
+
+
+def load_hyperparams(
+    algo: str,
+    env_id: str,
+    overrides: Mapping[str, Any] | None = None,
+    path: str | Path | None = None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(meta, algo_kwargs)`` for ``algo`` on ``env_id``: YAML entry (or ``default``) + ``overrides``.
+
+    ``algo_kwargs`` are ready for the algorithm's constructor (schedules parsed); ``meta`` holds the
+    run's ``policy``, ``n_envs``, ``n_timesteps``, ``normalize`` and ``normalize_kwargs``.
+    """
+    import yaml
+
+    cls = algo_class(algo)
+    path = Path(path) if path else HYPERPARAMS_DIR / f"{algo}.yml"
+    table = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(table, Mapping):
+        raise HyperparamError(f"{path}: expected a mapping of env id -> hyperparameters")
+    if env_id in table:
+        raw = dict(table[env_id] or {})
+    elif "default" in table:
+        raw = dict(table["default"] or {})
+    else:
+        raise HyperparamError(f"{path}: no entry for {env_id!r} and no 'default'; add one of them")
+    raw.update(overrides or {})
+
+    accepted = set(inspect.signature(cls.__init__).parameters) - set(_RESERVED)
+    unknown = sorted(k for k in raw if k not in accepted and k not in META_KEYS)
+    if unknown:
+        raise HyperparamError(
+            f"{path.name} [{env_id}]: {algo.upper()} does not take {', '.join(map(repr, unknown))}; "
+            f"valid keys: {', '.join(sorted(accepted | set(META_KEYS)))}"
+        )
+    meta = {
+        "policy": raw.pop("policy", "MultiInputPolicy"),
+        "n_envs": int(raw.pop("n_envs", 1)),
+        "n_timesteps": int(raw.pop("n_timesteps", 100_000)),
+        "normalize": bool(raw.pop("normalize", False)),
+        "normalize_kwargs": dict(raw.pop("normalize_kwargs", None) or {}),
+    }
+    if "policy_kwargs" in raw and not isinstance(raw["policy_kwargs"], Mapping):
+        raise HyperparamError(f"{path.name} [{env_id}]: policy_kwargs must be a mapping, e.g. {{net_arch: [64, 64]}}")
+    kwargs = {k: _parse_value(k, v) for k, v in raw.items()}
+    return meta, kwargs
+
+
+def to_yaml_ready(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """The kwargs with schedules written back as ``lin_X`` (for ``config.yml``)."""
+    out = {}
+    for k, v in kwargs.items():
+        out[k] = f"lin_{v.initial}" if callable(v) and hasattr(v, "initial") else v
+    return out

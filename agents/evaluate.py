@@ -1,0 +1,239 @@
+"""Evaluate a controller or a baseline on the test split: every test input exactly once, in order.
+
+One loop serves trained SB3 controllers and baselines alike (``predict(obs, env) -> action``), so
+their numbers are comparable: accuracy, mean energy / latency / FLOPs per input as the env charged
+them (preview included), budget violations, and a histogram of the chosen u.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tnn.checkpoint import atomic_write
+
+__all__ = [
+    "EVAL_COPIES",
+    "METRICS_VERSION",
+    "SB3Policy",
+    "SpaceMismatchError",
+    "close_all",
+    "evaluate_policy",
+    "load_controller",
+    "make_eval_env",
+    "write_json",
+]
+
+METRICS_VERSION = 1
+EVAL_COPIES = 8  # lockstep env copies when a policy predicts in batches (SB3 controllers)
+
+
+class SpaceMismatchError(ValueError):
+    """A policy trained on other observation/action spaces than the env it is evaluated on."""
+
+
+def write_json(path: str | Path, obj: Any) -> Path:
+    """JSON, written atomically."""
+    text = json.dumps(obj, indent=2, sort_keys=False, default=_jsonable) + "\n"
+    return atomic_write(path, lambda fh: fh.write(text.encode()))
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    raise TypeError(f"not JSON serialisable: {type(x).__name__}")
+
+
+def make_eval_env(env_id: str, env_kwargs: Mapping[str, Any], copies: int = 1) -> Any:
+    """``gymnasium.make(env_id, **env_kwargs)`` in sequential mode (each input once); a list if ``copies`` > 1."""
+    import gymnasium
+
+    import envs  # noqa: F401  (registers the ids)
+
+    kwargs = dict(env_kwargs)
+    kwargs["sequential"] = True
+    made = [gymnasium.make(env_id, **kwargs)]
+    kwargs["profile"] = made[0].unwrapped.profile  # the copies share it (a FLOPs fallback is computed once)
+    made += [gymnasium.make(env_id, **kwargs) for _ in range(copies - 1)]
+    return made[0] if copies == 1 else made
+
+
+def close_all(env: Any) -> None:
+    """Close one env or a list of them."""
+    for e in env if isinstance(env, (list, tuple)) else [env]:
+        e.close()
+
+
+class SB3Policy:
+    """A trained SB3 model (and its VecNormalize statistics) behind the baseline interface."""
+
+    def __init__(self, model: Any, vecnormalize: Any = None, name: str = "ppo", setting: str = "") -> None:
+        self.model, self.vecnormalize, self.name, self.setting = model, vecnormalize, name, setting
+
+    def check_spaces(self, env: Any) -> None:
+        """Refuse an env whose spaces differ from the ones the policy was trained on."""
+        for what in ("observation_space", "action_space"):
+            mine, theirs = getattr(self.model, what), getattr(env, what)
+            if mine != theirs:
+                raise SpaceMismatchError(
+                    f"the policy's {what} {mine} does not match the evaluation env's {theirs}; evaluate on the "
+                    "env it was trained for (the run's eval_env.json; DQN needs tnn/ThrottleDiscrete-v0, "
+                    "and the observation option and levels must match)"
+                )
+
+    def predict(self, obs: Any, env: Any) -> Any:
+        return self.predict_batch([obs])[0]
+
+    def predict_batch(self, observations: list[Any]) -> list[Any]:
+        """Deterministic actions for a list of single-env observations, in one forward pass."""
+        obs = {key: np.stack([o[key] for o in observations]) for key in observations[0]}
+        if self.vecnormalize is not None:
+            obs = self.vecnormalize.normalize_obs(obs)
+        actions, _ = self.model.predict(obs, deterministic=True)
+        return list(actions)
+
+
+def load_controller(run_dir: str | Path, device: str = "cpu") -> tuple[SB3Policy, dict[str, Any]]:
+    """``(policy, eval_env spec)`` from a ``tnn train-controller`` run directory."""
+    from agents.config import algo_class
+
+    run = Path(run_dir)
+    spec_path = run / "eval_env.json"
+    if not spec_path.is_file() or not (run / "model.zip").is_file():
+        raise FileNotFoundError(
+            f"{run} is not a controller run (needs model.zip and eval_env.json); train one with "
+            "tnn train-controller --out DIR"
+        )
+    spec = json.loads(spec_path.read_text())
+    if int(spec.get("version", 1)) > METRICS_VERSION:
+        raise ValueError(
+            f"{spec_path}: version {spec['version']} is newer than this reader ({METRICS_VERSION}); upgrade tnn"
+        )
+    algo = spec.get("algo", "ppo")
+    model = algo_class(algo).load(run / "model.zip", device=device)
+    vecnorm = None
+    if (run / "vecnormalize.pkl").is_file():
+        vecnorm = _load_vecnormalize(run / "vecnormalize.pkl")
+    return SB3Policy(model, vecnorm, name=algo, setting=str(spec.get("setting", ""))), spec
+
+
+def _load_vecnormalize(path: Path) -> Any:
+    """Observation statistics only (no env needed): SB3's pickle of our own run directory."""
+    import pickle
+
+    with open(path, "rb") as fh:
+        vecnorm = pickle.load(fh)  # written by this package's training; never load pickles from elsewhere
+    vecnorm.training = False
+    vecnorm.norm_reward = False
+    return vecnorm
+
+
+def evaluate_policy(policy: Any, env: Any, *, seed: int = 0, progress: bool = False) -> dict[str, Any]:
+    """Run ``policy`` over every sample of the split once; ``env`` is one sequential env or a list of them.
+
+    With K copies of the same sequential env, copy k plays episodes k, k+K, k+2K, … (it skips the
+    others with ``reset()``), all in lockstep, so a policy with ``predict_batch`` answers K inputs per
+    call; each episode sees exactly what it would see in a single pass. Inputs of an episode that
+    the reward ended early (e.g. a spent budget) are never served and count as wrong.
+
+    Returns accuracy (%), mean ``energy_mj``/``latency_ms``/``flops`` per served input, episodes,
+    budget violations (episodes that overspent or were ended early), deadline misses (with the
+    ``deadline`` reward), a histogram of u, and the wall time.
+    """
+    envs = list(env) if isinstance(env, (list, tuple)) else [env]
+    if hasattr(policy, "check_spaces"):
+        policy.check_spaces(envs[0])
+    base = envs[0].unwrapped
+    if not getattr(base, "sequential", True):
+        raise ValueError("evaluation needs sequential=True (each input once); build the env with make_eval_env")
+    n = len(base.labels)
+    levels = [float(u) for u in base.levels]
+    counts = np.zeros(len(levels), dtype=np.int64)
+    correct = energy = latency = flops = 0.0
+    episodes = violations = misses = 0
+    seen = np.zeros(n, dtype=bool)
+    reward_fn = getattr(base, "reward_fn", None)
+    deadline = getattr(reward_fn, "param_name", "") == "deadline"
+    k_envs = len(envs)
+    t0 = time.perf_counter()
+    bar = _bar(n, progress, getattr(policy, "name", "policy"))
+
+    claimed: set[int] = set()  # first index of every episode started: episodes are fixed chunks of the split
+
+    def start(k: int, skip: int, seed_: int | None) -> Any:
+        """Reset copy k ``skip + 1`` times (the first with ``seed_``); None once its chunks come round again."""
+        obs, info = envs[k].reset(seed=seed_)
+        for _ in range(skip):
+            obs, info = envs[k].reset()
+        first = int(info["index"])
+        if first in claimed:
+            return None
+        claimed.add(first)
+        return obs
+
+    obs: list[Any] = [start(k, k, seed) for k in range(k_envs)]
+    batch = hasattr(policy, "predict_batch") and k_envs > 1
+    while any(o is not None for o in obs):
+        live = [k for k in range(k_envs) if obs[k] is not None]
+        if batch:
+            actions = dict(zip(live, policy.predict_batch([obs[k] for k in live]), strict=True))
+        else:
+            actions = {k: policy.predict(obs[k], envs[k]) for k in live}
+        for k in live:
+            ob, _reward, terminated, truncated, info = envs[k].step(actions[k])
+            idx = int(info["index"])
+            if seen[idx]:
+                raise RuntimeError(f"sample {idx} evaluated twice: the env is not in sequential mode")
+            seen[idx] = True
+            counts[int(info["level"])] += 1
+            correct += float(info["correct"])
+            energy += float(info["energy_mj"])
+            latency += float(info["latency_ms"])
+            flops += float(info["flops"])
+            if deadline:
+                misses += int(float(info["cost_latency"]) > float(envs[k].unwrapped.reward_fn.value))
+            obs[k] = ob
+            if terminated or truncated:
+                episodes += 1
+                fn = envs[k].unwrapped.reward_fn
+                spent, total = getattr(fn, "spent", None), getattr(fn, "total", None)
+                if terminated or (spent is not None and np.isscalar(spent) and float(spent) > float(total) + 1e-12):
+                    violations += 1
+                obs[k] = start(k, k_envs - 1, None)
+        if bar is not None:
+            bar.update(len(live))
+    if bar is not None:
+        bar.close()
+    served = int(seen.sum())
+    return {
+        "version": METRICS_VERSION,
+        "method": getattr(policy, "name", type(policy).__name__),
+        "setting": getattr(policy, "setting", ""),
+        "split": getattr(base, "split", "test"),
+        "inputs": n,
+        "served": served,
+        "accuracy": 100.0 * correct / n,
+        "energy_mj": energy / max(served, 1),
+        "latency_ms": latency / max(served, 1),
+        "flops": flops / max(served, 1),
+        "episodes": episodes,
+        "budget_violations": violations,
+        "deadline_misses": misses if deadline else None,
+        "u_histogram": {f"{u:g}": int(c) for u, c in zip(levels, counts, strict=True)},
+        "seconds": time.perf_counter() - t0,
+    }
+
+
+def _bar(total: int, enabled: bool, desc: str) -> Any:
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=f"evaluate {desc}", unit="input", leave=False, mininterval=0.5)

@@ -1,0 +1,340 @@
+"""The Pareto sweep behind ``tnn pareto`` and ``tnn demo``: controllers and baselines on one test split.
+
+For each trade-off λ it trains a controller (one policy per λ) and tunes the ``cascade`` and
+``bandit`` baselines on ``val``; it evaluates them, every ``static`` level, ``random`` and the
+``oracle`` upper bound on ``test`` through the same loop, and optionally one budget-conditioned
+controller (λ drawn per episode and shown in the context) traced across the same λ values. Results:
+``pareto.csv``, ``pareto.png`` (accuracy against energy, latency and FLOPs), ``pareto.md`` (the table,
+with each point's gain over the static front at equal energy), ``metrics.json`` (every evaluation,
+the hypervolumes, those gains and timings), ``config.yml`` and ``command.txt``, and ``runs/`` with each
+controller's run directory (a finished run is reused, so an interrupted sweep continues).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agents.baselines import (
+    BanditPolicy,
+    CascadePolicy,
+    OraclePolicy,
+    RandomPolicy,
+    StaticPolicy,
+    cost_fractions,
+    eval_kwargs_for,
+)
+from agents.evaluate import EVAL_COPIES, METRICS_VERSION, close_all, evaluate_policy, make_eval_env, write_json
+from agents.pareto import ParetoPoint, hypervolumes, plot_pareto, static_gaps, write_pareto_csv
+from tnn.checkpoint import atomic_write
+
+__all__ = ["SweepConfig", "baseline_policy", "run_demo", "run_sweep"]
+
+METRIC_OF = {"energy": "energy_mj", "latency": "latency_ms", "flops": "flops"}
+
+
+@dataclass
+class SweepConfig:
+    """A λ sweep over controllers and baselines."""
+
+    env_id: str = "tnn/Throttle-v0"
+    env_kwargs: dict = field(default_factory=dict)
+    lams: tuple[float, ...] = (0.003, 0.01, 0.03, 0.1, 0.3)
+    algo: str = "ppo"
+    timesteps: int = 200_000
+    seed: int = 0
+    methods: tuple[str, ...] = ("static", "random", "oracle", "cascade", "bandit", "controller")
+    budget_conditioned: bool = True
+    hyperparams: dict = field(default_factory=dict)
+    progress: bool = True
+    title: str = ""
+
+
+def _make(env_id: str, kwargs: Mapping[str, Any]) -> Any:
+    import gymnasium
+
+    import envs  # noqa: F401
+
+    return gymnasium.make(env_id, **kwargs)
+
+
+def _val_setup(env_id: str, env_kwargs: Mapping[str, Any]) -> tuple[Any, np.ndarray, tuple[float, ...]]:
+    """The val table, each level's cost fraction as the env charges it, and the levels."""
+    env = _make(env_id, {**env_kwargs, "split": "val"})
+    base = env.unwrapped
+    out = base.table, cost_fractions(base), tuple(float(u) for u in base.levels)
+    env.close()
+    return out
+
+
+def baseline_policy(
+    name: str,
+    env_id: str,
+    env_kwargs: Mapping[str, Any],
+    *,
+    level: int | None = None,
+    lam: float = 0.5,
+    seed: int = 0,
+) -> Any:
+    """A baseline by name, tuned on the ``val`` split of the env when it needs tuning."""
+    if name == "static":
+        env = _make(env_id, {**env_kwargs, "split": "val"})
+        levels = env.unwrapped.levels
+        env.close()
+        i = len(levels) - 1 if level is None else level
+        if not 0 <= i < len(levels):
+            raise ValueError(f"static level {i} out of range; the model has levels 0..{len(levels) - 1} ({levels})")
+        return StaticPolicy(i, levels[i])
+    if name == "random":
+        return RandomPolicy(seed)
+    if name == "oracle":
+        return OraclePolicy()
+    if name in ("cascade", "bandit"):
+        table, costs, _levels = _val_setup(env_id, env_kwargs)
+        if name == "cascade":
+            return CascadePolicy.fit(table, costs, lam)
+        return BanditPolicy.fit(table, costs, lam, seed=seed)
+    raise ValueError(f"unknown baseline {name!r}; choose one of static, random, cascade, bandit, oracle, or a run dir")
+
+
+def _conditioned_env_kwargs(env_kwargs: Mapping[str, Any], lams: Sequence[float]) -> dict[str, Any]:
+    """Training kwargs of the budget-conditioned controller: λ drawn per episode over the sweep's range."""
+    return {**env_kwargs, "reward": "linear", "reward_kwargs": {"lam": [float(min(lams)), float(max(lams))]}}
+
+
+def _pinned_lam_reward(lam: float, lams: Sequence[float]) -> Any:
+    """The linear reward at one λ, shown in the context on the training range's scale (λ / max(high, 1))."""
+    from envs.rewards import LinearTradeoff
+
+    class PinnedLam(LinearTradeoff):
+        def context_value(self) -> Any:
+            return self.value / max(float(max(lams)), 1.0)
+
+    return PinnedLam(lam=float(lam))
+
+
+def run_sweep(cfg: SweepConfig, out: str | Path, *, command: str = "") -> list[ParetoPoint]:
+    """Run the sweep into ``out``; see the module docstring."""
+    import yaml
+
+    from agents.train import TrainConfig
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    text = yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False, allow_unicode=True)
+    atomic_write(out / "config.yml", lambda fh: fh.write(text.encode()))
+    if command:
+        atomic_write(out / "command.txt", lambda fh: fh.write((command + "\n").encode()))
+    t_start = time.perf_counter()
+    env_kwargs, cost_source = _with_profile_file(cfg.env_id, cfg.env_kwargs, out)
+    cfg = dataclasses.replace(cfg, env_kwargs=env_kwargs, title=f"{cfg.title}\ncosts: {cost_source}".strip())
+    test_kwargs = {**env_kwargs, "split": "test"}
+    table, costs, levels = _val_setup(cfg.env_id, env_kwargs)
+    evaluations: list[dict[str, Any]] = []
+    points: list[ParetoPoint] = []
+    timings: dict[str, float] = {}
+
+    def run(policy: Any, kwargs: Mapping[str, Any] = test_kwargs) -> None:
+        kwargs = eval_kwargs_for(policy, kwargs)
+        env = make_eval_env(cfg.env_id, kwargs, copies=EVAL_COPIES if hasattr(policy, "predict_batch") else 1)
+        m = evaluate_policy(policy, env, seed=cfg.seed)
+        close_all(env)
+        evaluations.append(m)
+        points.append(ParetoPoint.from_metrics(m["method"], m["setting"], m))
+        _log(
+            f"  {m['method']:<10} {m['setting']:<10} accuracy {m['accuracy']:6.2f}%  "
+            f"energy {m['energy_mj']:.4g} mJ  latency {m['latency_ms']:.4g} ms  {m['flops'] / 1e6:.3g} MFLOPs"
+        )
+
+    def stage(name: str) -> float:
+        _log(f"[{time.perf_counter() - t_start:6.1f}s] {name}")
+        return time.perf_counter()
+
+    if "static" in cfg.methods:
+        t = stage(f"static: {len(levels)} levels")
+        for i, u in enumerate(levels):
+            run(StaticPolicy(i, u))
+        timings["static"] = time.perf_counter() - t
+    if "random" in cfg.methods:
+        t = stage("random")
+        run(RandomPolicy(cfg.seed))
+        timings["random"] = time.perf_counter() - t
+    if "oracle" in cfg.methods:
+        t = stage("oracle (upper bound, reads the labels)")
+        run(OraclePolicy())
+        timings["oracle"] = time.perf_counter() - t
+    if "cascade" in cfg.methods:
+        t = stage("cascade: τ and fallback level tuned on val per λ")
+        for lam in cfg.lams:
+            run(CascadePolicy.fit(table, costs, lam))
+        timings["cascade"] = time.perf_counter() - t
+    if "bandit" in cfg.methods:
+        t = stage("bandit: neural ε-greedy contextual bandit trained on val per λ")
+        for lam in cfg.lams:
+            run(BanditPolicy.fit(table, costs, lam, seed=cfg.seed))
+        timings["bandit"] = time.perf_counter() - t
+    if "controller" in cfg.methods:
+        t = stage(f"{cfg.algo}: one controller per λ, {cfg.timesteps:,} steps each")
+        for lam in cfg.lams:
+            tc = TrainConfig(
+                algo=cfg.algo,
+                lam=lam,
+                env_kwargs=dict(cfg.env_kwargs),
+                hyperparams=dict(cfg.hyperparams),
+                timesteps=cfg.timesteps,
+                seed=cfg.seed,
+                progress=cfg.progress,
+            )
+            m = _train_or_reuse(tc, out / "runs" / f"{cfg.algo}-lam{lam:g}")
+            evaluations.append(m)
+            points.append(ParetoPoint.from_metrics(cfg.algo, f"λ={lam:g}", m))
+            _log(f"  {cfg.algo:<10} λ={lam:<8g} accuracy {m['accuracy']:6.2f}%  energy {m['energy_mj']:.4g} mJ")
+        timings[cfg.algo] = time.perf_counter() - t
+        if cfg.budget_conditioned and len(cfg.lams) > 1:
+            t = stage(f"{cfg.algo}-budget: ONE controller, λ drawn per episode in [{min(cfg.lams)}, {max(cfg.lams)}]")
+            tc = TrainConfig(
+                algo=cfg.algo,
+                reward="linear",
+                env_kwargs=_conditioned_env_kwargs(cfg.env_kwargs, cfg.lams),
+                hyperparams=dict(cfg.hyperparams),
+                timesteps=2 * cfg.timesteps,  # one policy for every λ: a harder task, twice the steps
+                seed=cfg.seed,
+                progress=cfg.progress,
+                evaluate_test=False,
+                setting="conditioned",
+            )
+            run_dir = out / "runs" / f"{cfg.algo}-conditioned"
+            _train_or_reuse(tc, run_dir)
+            from agents.evaluate import load_controller
+
+            policy, _spec = load_controller(run_dir)
+            policy.name = f"{cfg.algo}-budget"
+            for lam in cfg.lams:
+                policy.setting = f"λ={lam:g}"
+                kwargs = {**cfg.env_kwargs, "split": "test", "reward": _pinned_lam_reward(lam, cfg.lams)}
+                kwargs.pop("reward_kwargs", None)
+                run(policy, kwargs)
+            timings[f"{cfg.algo}-budget"] = time.perf_counter() - t
+
+    write_pareto_csv(out / "pareto.csv", points)
+    plot_pareto(points, out / "pareto.png", title=cfg.title)
+    hv = {m: hypervolumes(points, m) for m in ("energy_mj", "latency_ms", "flops")}
+    has_static = any(p.method == "static" for p in points)
+    gaps = {m: static_gaps(points, m) for m in ("energy_mj", "latency_ms", "flops")} if has_static else {}
+    for i, m in enumerate(evaluations):
+        m["gap_vs_static_pt"] = {k: v[i] for k, v in gaps.items()}
+    total = time.perf_counter() - t_start
+    write_json(
+        out / "metrics.json",
+        {
+            "version": METRICS_VERSION,
+            "evaluations": evaluations,
+            "hypervolume": hv,
+            "seconds": timings | {"total": total},
+        },
+    )
+    _log(f"[{total:6.1f}s] wrote {out / 'pareto.csv'}, {out / 'pareto.png'}, {out / 'metrics.json'}")
+    table = markdown_table(points, hv["energy_mj"], gaps.get("energy_mj"))
+    note = f"`{command}` — test split, means per input; costs: {cost_source}\n\n" if command else ""
+    atomic_write(out / "pareto.md", lambda fh: fh.write((note + table + "\n").encode()))
+    _log(table)
+    return points
+
+
+def _with_profile_file(env_id: str, env_kwargs: Mapping[str, Any], out: Path) -> tuple[dict[str, Any], str]:
+    """Pin a FLOPs-model fallback profile to a file in ``out`` (a measured one is read from its own file).
+
+    Every env of the sweep (and each run's ``eval_env.json``) then reads the same profile, and the
+    fallback is not recomputed per env. Also returns a one-line description of the cost source.
+    """
+    kwargs = dict(env_kwargs)
+    env = _make(env_id, {**kwargs, "split": "val"})
+    base = env.unwrapped
+    env.close()
+    source = str(getattr(base, "cost_source", ""))
+    device = base.profile.device.get("name", "?")
+    if kwargs.get("profile") is not None or base.profile.latency_source == "measured":  # a file: nothing to pin
+        return kwargs, f"profile measured on {device} (latency measured, energy source {base.profile.energy_source})"
+    _log(f"note: {source}; costs come from a FLOPs model, not a measurement")
+    kwargs["profile"] = str(base.profile.save(out / "profile-flops-model.json"))
+    return kwargs, "FLOPs model (no measured profile found), not a measurement"
+
+
+def _train_or_reuse(tc: Any, run_dir: Path) -> dict[str, Any]:
+    """A finished run's test metrics, else train (resuming from its checkpoints when there are some)."""
+    import json
+
+    from agents.train import train_controller
+
+    metrics_path = run_dir / "metrics.json"
+    if metrics_path.is_file() and (run_dir / "model.zip").is_file():
+        m = json.loads(metrics_path.read_text())
+        if m.get("test") or not tc.evaluate_test:
+            _log(f"  reusing {run_dir}")
+            return m.get("test", {})
+    resume = (run_dir / "checkpoints").is_dir() or (run_dir / "model.zip").is_file()
+    return train_controller(tc, run_dir, resume=resume, command=_train_command(tc, run_dir)).metrics.get("test", {})
+
+
+def _train_command(tc: Any, run_dir: Path) -> str:
+    """The ``tnn train-controller`` command line that trains this run on its own."""
+    import json
+    import shlex
+
+    argv = ["tnn", "train-controller", "--algo", tc.algo, "--reward", tc.reward, "--seed", str(tc.seed)]
+    if tc.lam is not None:
+        argv += ["--lam", f"{tc.lam:g}"]
+    argv += ["--timesteps", str(tc.timesteps), "--env-kwargs", json.dumps(tc.env_kwargs, ensure_ascii=False)]
+    if tc.hyperparams:
+        argv += ["--hyperparams", json.dumps(tc.hyperparams)]
+    if not tc.evaluate_test:
+        argv.append("--no-test")
+    return shlex.join([*argv, "--out", str(run_dir)])
+
+
+def markdown_table(
+    points: Sequence[ParetoPoint], hv: Mapping[str, float] | None = None, gaps: Sequence[float | None] | None = None
+) -> str:
+    """The Pareto points as a markdown table (accuracy %, costs per input, gain over static at equal energy)."""
+    head = "| method | setting | accuracy (%) | energy (mJ) | latency (ms) | MFLOPs |"
+    rule = "|---|---|---:|---:|---:|---:|"
+    if gaps is not None:
+        head, rule = head + " Δ vs static at equal energy (pt) |", rule + "---:|"
+    lines = [head, rule]
+    for i, p in enumerate(points):
+        row = f"| {p.method} | {p.setting} | {p.accuracy:.2f} | {p.energy_mj:.4g} | {p.latency_ms:.4g} "
+        row += f"| {p.flops / 1e6:.3g} |"
+        if gaps is not None:
+            row += " |" if gaps[i] is None else f" {gaps[i]:+.2f} |"
+        lines.append(row)
+    if hv:
+        lines.append("")
+        lines.append(
+            "hypervolume (area under the accuracy–energy front; energy / u=1 energy, accuracy as a fraction): "
+            + ", ".join(f"{k} {v:.4f}" for k, v in hv.items())
+        )
+    return "\n".join(lines)
+
+
+def _log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+DEMO_LAMS = (0.01, 0.03, 0.1, 0.3)
+DEMO_TIMESTEPS = 200_000
+
+
+def run_demo(out: str | Path = "results/demo", *, timesteps: int | None = None, command: str = "") -> list[ParetoPoint]:
+    """The embedded default: the shipped Fashion-MNIST TNN, its CPU profile, real Fashion-MNIST data."""
+    cfg = SweepConfig(
+        lams=DEMO_LAMS,
+        timesteps=timesteps or DEMO_TIMESTEPS,
+        title="Fashion-MNIST VGG-11 TNN (shipped), test split: accuracy vs cost per input",
+    )
+    return run_sweep(cfg, out, command=command or "tnn demo")

@@ -1,0 +1,356 @@
+"""Train a throttling controller with Stable-Baselines3 (PPO by default; A2C, SAC, DQN).
+
+``train_controller(cfg, out)`` is the whole job behind ``tnn train-controller``: hyperparameters
+from ``hyperparams/<algo>.yml`` (keyed by env id, RL Zoo style), the fast vectorised env over the
+response table (``envs.vec.ThrottleVecEnv``) with optional ``VecNormalize``, callbacks that log
+accuracy / energy / u to TensorBoard, ``EvalCallback`` on the ``val`` split, periodic checkpoints so
+an interrupted run resumes, and at the end an evaluation on the ``test`` split. The run directory
+holds ``config.yml``, ``command.txt``, ``model.zip``, ``vecnormalize.pkl`` (when normalising),
+``eval_env.json`` (the ``gymnasium.make`` kwargs of the test-split evaluation env) and
+``metrics.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import shutil
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agents.config import load_hyperparams, to_yaml_ready
+from agents.evaluate import (
+    EVAL_COPIES,
+    METRICS_VERSION,
+    SB3Policy,
+    close_all,
+    evaluate_policy,
+    make_eval_env,
+    write_json,
+)
+from tnn.checkpoint import atomic_write
+
+__all__ = ["DEFAULT_ENV", "DISCRETE_ENV", "TrainConfig", "TrainResult", "env_kwargs_for", "train_controller"]
+
+DEFAULT_ENV = "tnn/Throttle-v0"
+DISCRETE_ENV = "tnn/ThrottleDiscrete-v0"
+
+
+@dataclass
+class TrainConfig:
+    """One controller run; field docstrings are the CLI help."""
+
+    algo: str = "ppo"
+    """SB3 algorithm: ppo, a2c, sac (continuous u) or dqn (discrete levels)."""
+    env_id: str = ""
+    """Gymnasium id; empty: tnn/Throttle-v0, or tnn/ThrottleDiscrete-v0 for dqn."""
+    reward: str = "linear"
+    """Built-in reward of the env (see envs.rewards)."""
+    lam: float | None = None
+    """Trade-off weight λ of the linear reward (cost relative to u=1); None: the env's default."""
+    env_kwargs: dict = field(default_factory=dict)
+    """Extra gymnasium.make kwargs (checkpoint, profile, cost_metric, observation, ...)."""
+    hyperparams: dict = field(default_factory=dict)
+    """Overrides of the YAML hyperparameters (a key the algorithm does not take is an error)."""
+    timesteps: int = 0
+    """Environment steps; 0: n_timesteps from the YAML."""
+    seed: int = 0
+    """Seed of the policy, the envs and the evaluation."""
+    n_envs: int = 0
+    """Parallel envs in the vectorised training env; 0: n_envs from the YAML."""
+    eval_episodes: int = 10
+    """Episodes per EvalCallback evaluation on val."""
+    evals: int = 5
+    """How many EvalCallback evaluations on val during training (0: none)."""
+    checkpoints: int = 5
+    """How many checkpoints during training (what --resume continues from)."""
+    progress: bool = True
+    """Show a progress bar."""
+    evaluate_test: bool = True
+    """Evaluate the final policy on the test split and write its metrics."""
+    device: str = "cpu"
+    """Torch device of the policy (small MLPs are fastest on CPU)."""
+    setting: str = ""
+    """Label of this run's operating point in Pareto tables (default: λ=<lam>)."""
+
+
+@dataclass
+class TrainResult:
+    out: Path
+    model_path: Path
+    metrics: dict[str, Any]
+
+
+def env_kwargs_for(cfg: TrainConfig) -> dict[str, Any]:
+    """The ``gymnasium.make`` kwargs of the training env (split ``val``)."""
+    kwargs = dict(cfg.env_kwargs)
+    kwargs.setdefault("reward", cfg.reward)
+    if cfg.lam is not None:
+        if kwargs["reward"] not in ("linear", "conditioned"):
+            raise ValueError(
+                f"--lam sets λ of the 'linear' reward, not of {kwargs['reward']!r}; "
+                "pass that reward's parameters in --env-kwargs '{\"reward_kwargs\": {...}}'"
+            )
+        kwargs["reward_kwargs"] = {**kwargs.get("reward_kwargs", {}), "lam": float(cfg.lam)}
+    kwargs.setdefault("split", "val")
+    return kwargs
+
+
+def _env_id(cfg: TrainConfig) -> str:
+    return cfg.env_id or (DISCRETE_ENV if cfg.algo == "dqn" else DEFAULT_ENV)
+
+
+def make_vec_env(env_id: str, n_envs: int, env_kwargs: Mapping[str, Any], seed: int) -> Any:
+    """The fast native VecEnv over the response table for the tnn ids; SB3's DummyVecEnv for any other id."""
+    import gymnasium
+    from stable_baselines3.common.env_util import make_vec_env as sb3_make_vec_env
+    from stable_baselines3.common.vec_env import VecMonitor
+
+    import envs
+
+    kwargs = {k: v for k, v in env_kwargs.items() if k != "sequential"}
+    try:
+        from envs.vec import ThrottleVecEnv
+    except ImportError:
+        ThrottleVecEnv = None
+    if ThrottleVecEnv is None or env_id not in envs.ENV_IDS or kwargs.get("mode", "table") != "table":
+        gymnasium.spec(env_id)  # unknown ids fail here, with gymnasium's list of close names
+        return sb3_make_vec_env(env_id, n_envs=n_envs, seed=seed, env_kwargs=kwargs)
+
+    if env_id == DISCRETE_ENV:
+        kwargs["discrete"] = True
+    venv = ThrottleVecEnv(n_envs, **kwargs)
+    venv.seed(seed)
+    return VecMonitor(venv)
+
+
+def _throttle_callback() -> Any:
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    class ThrottleLogCallback(BaseCallback):
+        """Logs accuracy, energy, latency and u of the inputs seen since the last rollout (TensorBoard)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self._reset()
+
+        def _reset(self) -> None:
+            self.n = 0
+            self.sums = {"correct": 0.0, "energy_mj": 0.0, "latency_ms": 0.0, "u": 0.0}
+
+        def _on_step(self) -> bool:
+            step_info = getattr(self.training_env.unwrapped, "step_info", None)  # ThrottleVecEnv: arrays
+            if step_info:
+                self.n += len(step_info["u"])
+                for k in self.sums:
+                    self.sums[k] += float(np.sum(step_info[k]))
+                return True
+            for info in self.locals.get("infos", ()):
+                if "u" in info:
+                    self.n += 1
+                    for k in self.sums:
+                        self.sums[k] += float(info[k])
+            return True
+
+        def _on_rollout_end(self) -> None:
+            if self.n:
+                self.logger.record("throttle/accuracy", self.sums["correct"] / self.n)
+                self.logger.record("throttle/energy_mj", self.sums["energy_mj"] / self.n)
+                self.logger.record("throttle/latency_ms", self.sums["latency_ms"] / self.n)
+                self.logger.record("throttle/u", self.sums["u"] / self.n)
+            self._reset()
+
+    return ThrottleLogCallback()
+
+
+_CKPT = re.compile(r"rl_model_(\d+)_steps\.zip$")
+
+
+def _latest_checkpoint(ckpt_dir: Path) -> tuple[int, Path] | None:
+    found = [(int(m.group(1)), p) for p in ckpt_dir.glob("rl_model_*_steps.zip") if (m := _CKPT.search(p.name))]
+    return max(found) if found else None
+
+
+def train_controller(cfg: TrainConfig, out: str | Path, *, resume: bool = False, command: str = "") -> TrainResult:
+    """Train, save and (optionally) evaluate one controller; see the module docstring for the run layout.
+
+    On CPU it runs torch single-threaded (restored afterwards): the policy is a small MLP, for which
+    extra threads only add synchronisation, and badly so on a shared machine.
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    if cfg.device == "cpu":
+        torch.set_num_threads(1)
+    try:
+        return _train_controller(cfg, out, resume=resume, command=command)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train_controller(cfg: TrainConfig, out: str | Path, *, resume: bool, command: str) -> TrainResult:
+    import yaml
+    from stable_baselines3.common.callbacks import CallbackList, CheckpointCallback, EvalCallback
+    from stable_baselines3.common.utils import set_random_seed
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    from agents.config import algo_class
+
+    out = Path(out)
+    env_id = _env_id(cfg)
+    meta, algo_kwargs = load_hyperparams(cfg.algo, env_id, cfg.hyperparams)
+    n_envs = cfg.n_envs or meta["n_envs"]
+    timesteps = cfg.timesteps or meta["n_timesteps"]
+    env_kwargs = env_kwargs_for(cfg)
+    setting = cfg.setting or (f"λ={cfg.lam:g}" if cfg.lam is not None else cfg.reward)
+    ckpt_dir = out / "checkpoints"
+    latest = _latest_checkpoint(ckpt_dir) if resume else None
+    if (out / "model.zip").exists() and not resume:
+        raise ValueError(
+            f"{out} already holds a trained controller; pass --resume to continue it or choose another --out"
+        )
+    if resume and latest is None and not (out / "model.zip").exists():
+        raise FileNotFoundError(f"nothing to resume in {out}: no checkpoints/rl_model_*_steps.zip; drop --resume")
+
+    out.mkdir(parents=True, exist_ok=True)
+    config = {
+        "version": METRICS_VERSION,
+        "algo": cfg.algo,
+        "env_id": env_id,
+        "env_kwargs": env_kwargs,
+        "timesteps": timesteps,
+        "n_envs": n_envs,
+        "seed": cfg.seed,
+        "setting": setting,
+        "meta": {k: v for k, v in meta.items() if k != "n_envs"},
+        "hyperparams": to_yaml_ready(algo_kwargs),
+        "train_config": dataclasses.asdict(cfg),
+    }
+    text = yaml.safe_dump(config, sort_keys=False, allow_unicode=True)
+    atomic_write(out / "config.yml", lambda fh: fh.write(text.encode()))
+    if command:
+        atomic_write(out / "command.txt", lambda fh: fh.write((command + "\n").encode()))
+    eval_kwargs = {**{k: v for k, v in env_kwargs.items() if k != "split"}, "split": "test", "sequential": True}
+    write_json(
+        out / "eval_env.json",
+        {"version": METRICS_VERSION, "id": env_id, "kwargs": eval_kwargs, "algo": cfg.algo, "setting": setting},
+    )
+
+    set_random_seed(cfg.seed)
+    venv = make_vec_env(env_id, n_envs, env_kwargs, cfg.seed)
+    if meta["normalize"]:
+        venv = VecNormalize(venv, **{"gamma": algo_kwargs.get("gamma", 0.99), **meta["normalize_kwargs"]})
+    cls = algo_class(cfg.algo)
+    done_steps = 0
+    if latest is not None:
+        done_steps, path = latest
+        if isinstance(venv, VecNormalize):
+            stats = ckpt_dir / f"rl_model_vecnormalize_{done_steps}_steps.pkl"
+            if stats.is_file():
+                venv = VecNormalize.load(str(stats), venv.venv)
+        model = cls.load(path, env=venv, device=cfg.device)
+        buffer = ckpt_dir / f"rl_model_replay_buffer_{done_steps}_steps.pkl"
+        if buffer.is_file() and hasattr(model, "load_replay_buffer"):
+            model.load_replay_buffer(buffer)
+        print(f"resuming {out} from {path.name} ({done_steps:,} of {timesteps:,} steps)")
+    elif resume:  # a finished run: continue it up to --timesteps (or just re-evaluate it)
+        if isinstance(venv, VecNormalize) and (out / "vecnormalize.pkl").is_file():
+            venv = VecNormalize.load(str(out / "vecnormalize.pkl"), venv.venv)
+        model = cls.load(out / "model.zip", env=venv, device=cfg.device)
+        done_steps = int(model.num_timesteps)
+        print(f"resuming {out} from model.zip ({done_steps:,} of {timesteps:,} steps)")
+    else:
+        model = cls(
+            meta["policy"],
+            venv,
+            seed=cfg.seed,
+            device=cfg.device,
+            verbose=0,
+            tensorboard_log=str(out / "tb"),
+            **algo_kwargs,
+        )
+
+    callbacks = [_throttle_callback()]
+    per_env = max(1, timesteps // n_envs)
+    if cfg.checkpoints > 0:
+        callbacks.append(
+            CheckpointCallback(
+                max(1, per_env // cfg.checkpoints),
+                str(ckpt_dir),
+                save_vecnormalize=True,
+                save_replay_buffer=cfg.algo in ("sac", "dqn"),
+            )
+        )
+    if cfg.evals > 0:
+        # built like the training env (same wrappers), so EvalCallback can sync VecNormalize statistics
+        eval_env = make_vec_env(env_id, 1, env_kwargs, cfg.seed + 1_000)
+        if isinstance(venv, VecNormalize):
+            eval_env = VecNormalize(
+                eval_env, training=False, norm_reward=False, norm_obs=venv.norm_obs, norm_obs_keys=venv.norm_obs_keys
+            )
+        callbacks.append(
+            EvalCallback(
+                eval_env,
+                n_eval_episodes=cfg.eval_episodes,
+                eval_freq=max(1, per_env // cfg.evals),
+                log_path=str(out / "eval"),
+                deterministic=True,
+                verbose=0,
+            )
+        )
+
+    t0 = time.perf_counter()
+    remaining = timesteps - done_steps
+    if remaining > 0:
+        model.learn(
+            remaining,
+            callback=CallbackList(callbacks),
+            progress_bar=cfg.progress,
+            reset_num_timesteps=not resume,
+            tb_log_name=cfg.algo,
+        )
+    train_seconds = time.perf_counter() - t0
+    model_path = out / "model.zip"
+    if remaining > 0 or not model_path.exists():
+        tmp = out / ".model.tmp.zip"
+        model.save(tmp)
+        tmp.replace(model_path)
+        if isinstance(venv, VecNormalize):
+            tmp = out / ".vecnormalize.tmp.pkl"
+            venv.save(str(tmp))
+            tmp.replace(out / "vecnormalize.pkl")
+    venv.close()
+
+    metrics: dict[str, Any] = {
+        "version": METRICS_VERSION,
+        "algo": cfg.algo,
+        "env_id": env_id,
+        "setting": setting,
+        "train": {
+            "timesteps": int(model.num_timesteps),
+            "seconds": train_seconds,
+            "steps_per_s": remaining / train_seconds if remaining > 0 and train_seconds > 0 else None,
+            "resumed_from": done_steps if resume else None,
+        },
+    }
+    evals = out / "eval" / "evaluations.npz"
+    if evals.is_file():
+        with np.load(evals) as ev:
+            metrics["val"] = {"timesteps": ev["timesteps"].tolist(), "mean_reward": ev["results"].mean(1).tolist()}
+    if cfg.evaluate_test:
+        vecnorm = venv if isinstance(venv, VecNormalize) else None
+        if vecnorm is not None:
+            vecnorm.training = False
+        policy = SB3Policy(model, vecnorm, name=cfg.algo, setting=setting)
+        env = make_eval_env(env_id, eval_kwargs, copies=EVAL_COPIES)
+        metrics["test"] = evaluate_policy(policy, env, seed=cfg.seed, progress=cfg.progress)
+        close_all(env)
+    write_json(out / "metrics.json", metrics)
+    if ckpt_dir.is_dir() and cfg.checkpoints > 0 and remaining > 0 and model.num_timesteps >= timesteps:
+        shutil.rmtree(ckpt_dir, ignore_errors=True)  # finished: model.zip supersedes the checkpoints
+    return TrainResult(out, model_path, metrics)

@@ -1,0 +1,522 @@
+"""Controllers, baselines, evaluation, Pareto files: fast checks on toy response tables."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("stable_baselines3")
+pytest.importorskip("gymnasium")
+
+import envs  # noqa: F401  (registers tnn/Throttle-v0)
+from agents.config import HyperparamError, load_hyperparams
+from agents.pareto import (
+    COLUMNS,
+    ParetoPoint,
+    front,
+    hypervolume,
+    hypervolumes,
+    plot_pareto,
+    read_pareto_csv,
+    static_gaps,
+    write_pareto_csv,
+)
+
+# ---------------------------------------------------------------- hyperparameters
+
+
+@pytest.mark.parametrize("algo", ["ppo", "a2c", "sac", "dqn"])
+def test_shipped_yaml_loads_for_every_algo(algo):
+    env_id = "tnn/ThrottleDiscrete-v0" if algo == "dqn" else "tnn/Throttle-v0"
+    meta, kwargs = load_hyperparams(algo, env_id)
+    assert meta["policy"] == "MultiInputPolicy"
+    assert meta["n_envs"] >= 1 and meta["n_timesteps"] > 0
+    assert isinstance(kwargs["policy_kwargs"], dict)
+
+
+def test_lin_schedule_parsed():
+    _, kwargs = load_hyperparams("ppo", "tnn/Throttle-v0", {"learning_rate": "lin_2e-3"})
+    lr = kwargs["learning_rate"]
+    assert callable(lr) and lr(1.0) == pytest.approx(2e-3) and lr(0.25) == pytest.approx(5e-4)
+
+
+def test_unknown_yaml_key_names_it(tmp_path):
+    path = tmp_path / "ppo.yml"
+    path.write_text("default:\n  policy: MultiInputPolicy\n  n_stepz: 64\n  buffer_size: 10\n")
+    with pytest.raises(HyperparamError, match="n_stepz") as err:
+        load_hyperparams("ppo", "tnn/Throttle-v0", path=path)
+    assert "buffer_size" in str(err.value)  # a DQN/SAC key PPO does not take is named too
+
+
+def test_override_key_for_other_algo_is_an_error():
+    with pytest.raises(HyperparamError, match="target_update_interval"):
+        load_hyperparams("ppo", "tnn/Throttle-v0", {"target_update_interval": 10})
+
+
+def test_env_id_entry_beats_default(tmp_path):
+    path = tmp_path / "a2c.yml"
+    path.write_text("default:\n  n_steps: 5\nmy/Env-v0:\n  n_steps: 7\n")
+    assert load_hyperparams("a2c", "my/Env-v0", path=path)[1]["n_steps"] == 7
+    assert load_hyperparams("a2c", "other/Env-v0", path=path)[1]["n_steps"] == 5
+
+
+def test_bad_lin_and_unknown_algo():
+    with pytest.raises(HyperparamError, match="lin_"):
+        load_hyperparams("ppo", "tnn/Throttle-v0", {"learning_rate": "lin_fast"})
+    with pytest.raises(HyperparamError, match="ppo, a2c, sac, dqn"):
+        load_hyperparams("trpo", "tnn/Throttle-v0")
+
+
+# ---------------------------------------------------------------- Pareto files
+
+
+def _pt(method, setting, acc, energy, latency=None, flops=None):
+    return ParetoPoint(method, setting, acc, energy, latency if latency is not None else energy, flops or energy * 1e6)
+
+
+def test_hypervolume_known_points():
+    assert hypervolume([0.5], [80.0], ref_cost=1.0) == pytest.approx(0.4)
+    # two points: (0.2, 50%) and (0.6, 90%) -> 0.4*0.5 + 0.4*0.9 = 0.56
+    assert hypervolume([0.2, 0.6], [50.0, 90.0], ref_cost=1.0) == pytest.approx(0.56)
+    # a dominated point adds nothing; a point past the reference is ignored
+    assert hypervolume([0.2, 0.6, 0.7, 2.0], [50.0, 90.0, 60.0, 99.0], ref_cost=1.0) == pytest.approx(0.56)
+    # costs are normalised by ref_cost
+    assert hypervolume([1.0, 3.0], [50.0, 90.0], ref_cost=5.0) == pytest.approx(0.4 * 0.5 + 0.4 * 0.9)
+    with pytest.raises(ValueError):
+        hypervolume([1.0], [50.0], ref_cost=0.0)
+
+
+def test_hypervolumes_per_method_normalised_by_static_top():
+    pts = [_pt("static", "0.5", 60.0, 2.0), _pt("static", "1", 90.0, 4.0), _pt("ppo", "λ=1", 85.0, 2.0)]
+    hv = hypervolumes(pts, "energy_mj")
+    assert hv["static"] == pytest.approx(0.5 * 0.6 + 0.0)  # (0.5 → 1.0) at 60 %; the u=1 point sits on the edge
+    assert hv["ppo"] == pytest.approx(0.5 * 0.85)
+    assert hv["ppo"] > hv["static"]
+
+
+def test_static_gaps_interpolate_the_static_front():
+    pts = [_pt("static", "0.5", 80.0, 2.0), _pt("static", "1", 90.0, 4.0), _pt("ppo", "a", 86.0, 3.0)]
+    pts += [_pt("ppo", "b", 79.0, 1.0), _pt("ppo", "c", 91.0, 5.0)]
+    gaps = static_gaps(pts, "energy_mj")
+    assert gaps[:2] == [None, None]
+    assert gaps[2] == pytest.approx(1.0)  # the front is at 85 % for 3 mJ
+    assert gaps[3] == pytest.approx(-1.0) and gaps[4] == pytest.approx(1.0)  # flat beyond the ends
+    with pytest.raises(ValueError, match="static"):
+        static_gaps(pts[2:])
+
+
+def test_front_drops_dominated_points():
+    pts = [_pt("m", "a", 70, 1.0), _pt("m", "b", 65, 2.0), _pt("m", "c", 80, 3.0)]
+    assert [p.setting for p in front(pts)] == ["a", "c"]
+
+
+def test_pareto_csv_round_trip_and_columns(tmp_path):
+    pts = [_pt("static", "0.125", 80.5, 0.1, 0.2, 1e6), _pt("ppo", "λ=0.5", 88.25, 0.3, 0.4, 3e6)]
+    path = write_pareto_csv(tmp_path / "pareto.csv", pts)
+    with open(path, newline="") as fh:
+        assert tuple(next(csv.reader(fh))) == COLUMNS
+    back = read_pareto_csv(path)
+    assert [(p.method, p.setting) for p in back] == [("static", "0.125"), ("ppo", "λ=0.5")]
+    assert back[1].accuracy == pytest.approx(88.25) and back[1].flops == pytest.approx(3e6)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("method,acc\nx,1\n")
+    with pytest.raises(ValueError, match="columns"):
+        read_pareto_csv(bad)
+
+
+def test_plot_pareto_writes_png(tmp_path):
+    pytest.importorskip("matplotlib")
+    pts = [_pt("static", f"{u:g}", 60 + 30 * u, u) for u in (0.25, 0.5, 1.0)]
+    pts += [_pt("ppo", "λ=0.5", 85.0, 0.4), _pt("oracle", "", 95.0, 0.3), _pt("cascade", "λ=0.5", 80.0, 0.5)]
+    path = plot_pareto(pts, tmp_path / "pareto.png", title="toy")
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+    assert not list(tmp_path.glob(".*.tmp"))  # written atomically, no temp file left
+
+
+# ---------------------------------------------------------------- a toy response table inside the real env
+
+N_TOY = 600
+
+
+def _toy_table(checkpoint, split, levels, seed):
+    """Synthetic responses: a sample of difficulty d is right at level j iff d < thresholds[j].
+
+    Easy inputs (d < 0.5) are right at every level, so a good controller runs them cheaply; the
+    preview confidence falls with d and the first feature is d plus noise, so the input tells.
+    """
+    from tnn.table import ResponseTable, file_sha256
+
+    rng = np.random.default_rng(seed)
+    n, lv = N_TOY, len(levels)
+    d = rng.random(n)
+    thresholds = np.linspace(0.5, 0.98, lv)
+    correct = d[:, None] < thresholds[None, :]
+    labels = rng.integers(0, 4, n)
+    preds = np.where(correct, labels[:, None], (labels[:, None] + 1) % 4)
+    conf = np.clip(1.0 - 0.7 * d[:, None] + 0.02 * rng.standard_normal((n, lv)), 0.25, 1.0).astype(np.float32)
+    c0 = conf[:, 0]
+    features = np.stack([d + 0.02 * rng.standard_normal(n), rng.standard_normal(n), c0, c0 / 2, 1 - c0], 1)
+    return ResponseTable(
+        labels=labels.astype(np.int64),
+        levels=np.asarray(levels, np.float64),
+        preds=preds.astype(np.int64),
+        confidence=conf,
+        correct=correct,
+        features=features.astype(np.float32),
+        pixels=np.zeros((n, 4), np.float32),
+        meta={"checkpoint_sha256": file_sha256(checkpoint), "split": split, "dataset": "fashion_mnist"},
+    )
+
+
+def _toy_profile(levels):
+    """Costs that grow as u² (a width-sliced conv net), plus a fixed 10 % per-call overhead."""
+    from tnn.profile import CostProfile, LevelCost
+
+    rows = []
+    for u in levels:
+        ms = 0.1 + u * u
+        stats = {"median": ms, "p10": ms, "p90": ms}
+        rows.append(LevelCost(u, int(1e6 * u * u), int(1e4 * u * u), stats, {**stats, "source": "model"}, None))
+    return CostProfile(
+        "resnet8",
+        (1, 32, 32),
+        4,
+        1,
+        1,
+        {"kind": "cpu", "name": "toy"},
+        "toy",
+        "2026-01-01",
+        rows,
+        latency_source="model",
+        energy_model="toy: u² + 0.1",
+    )
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    """gymnasium.make kwargs of the real env over a tiny model and synthetic val/test tables."""
+    import tnn
+    from tnn.table import table_path
+
+    root = tmp_path_factory.mktemp("toy")
+    model = tnn.create_model("resnet8", num_classes=4, in_channels=1)
+    ckpt = tnn.save_checkpoint(model, root / "model.pt", dataset="fashion_mnist")
+    cache = root / "cache"
+    for seed, split in enumerate(("val", "test")):
+        _toy_table(ckpt, split, model.levels, seed).save(table_path(ckpt, split, cache))
+    profile = _toy_profile(model.levels).save(root / "profile.json")
+    return {
+        "checkpoint": str(ckpt),
+        "profile": str(profile),
+        "cache_dir": str(cache),
+        "episode_length": 32,
+        "cost_metric": "flops",
+    }
+
+
+def _evaluate(policy, toy, **extra):
+    from agents.baselines import eval_kwargs_for
+    from agents.evaluate import evaluate_policy, make_eval_env
+
+    env = make_eval_env("tnn/Throttle-v0", eval_kwargs_for(policy, {**toy, "split": "test", **extra}))
+    try:
+        return evaluate_policy(policy, env)
+    finally:
+        env.close()
+
+
+@pytest.fixture(scope="module")
+def statics(toy):
+    from agents.baselines import StaticPolicy
+
+    return [_evaluate(StaticPolicy(i), toy) for i in range(8)]
+
+
+def test_evaluation_covers_test_split_once(statics):
+    for m in statics:
+        assert m["inputs"] == N_TOY and sum(m["u_histogram"].values()) == N_TOY
+    assert statics[0]["u_histogram"]["0.125"] == N_TOY and statics[-1]["u_histogram"]["1"] == N_TOY
+    assert statics[-1]["energy_mj"] == pytest.approx(0.1 + 1.0)  # the profile's u=1 cost: no preview for static
+    energies = [m["energy_mj"] for m in statics]
+    assert energies == sorted(energies) and energies[0] < energies[-1]
+    assert statics[0]["accuracy"] < statics[-1]["accuracy"]
+
+
+def test_oracle_bounds_every_static(toy, statics):
+    from agents.baselines import OraclePolicy
+
+    oracle = _evaluate(OraclePolicy(), toy)
+    assert all(oracle["accuracy"] >= m["accuracy"] for m in statics)
+    assert oracle["energy_mj"] < statics[-1]["energy_mj"]
+
+
+def test_cascade_tuned_on_val_is_sane(toy, statics):
+    import gymnasium
+
+    from agents.baselines import CascadePolicy, cost_fractions
+
+    env = gymnasium.make("tnn/Throttle-v0", **toy)
+    table, fractions = env.unwrapped.table, cost_fractions(env)
+    env.close()
+    accurate = _evaluate(CascadePolicy.fit(table, fractions, lam=0.0), toy)
+    cheap = _evaluate(CascadePolicy.fit(table, fractions, lam=10.0), toy)
+    mid = CascadePolicy.fit(table, fractions, lam=0.3)
+    assert accurate["accuracy"] >= statics[-1]["accuracy"] - 1.0  # λ=0: as accurate as u=1
+    assert cheap["energy_mj"] == pytest.approx(statics[0]["energy_mj"])  # huge λ: always the preview's answer
+    assert 0.0 < mid.tau < 1.0 and mid.fallback > 0  # trusts confident previews, escalates the rest
+    m = _evaluate(mid, toy)
+    static_front = [s for s in statics if s["energy_mj"] <= m["energy_mj"]]
+    assert m["accuracy"] > max(s["accuracy"] for s in static_front)  # beats static at equal cost on this table
+
+
+def test_bandit_follows_lambda(toy):
+    import gymnasium
+
+    from agents.baselines import BanditPolicy, cost_fractions
+
+    env = gymnasium.make("tnn/Throttle-v0", **toy)
+    table, fractions = env.unwrapped.table, cost_fractions(env)
+    env.close()
+    greedy = _evaluate(BanditPolicy.fit(table, fractions, lam=0.0, epochs=10), toy)
+    frugal = _evaluate(BanditPolicy.fit(table, fractions, lam=3.0, epochs=10), toy)
+    assert frugal["energy_mj"] < greedy["energy_mj"]
+    assert greedy["accuracy"] > frugal["accuracy"]
+
+
+def test_random_policy_is_seeded_and_spreads(toy):
+    from agents.baselines import RandomPolicy
+
+    a, b = _evaluate(RandomPolicy(3), toy), _evaluate(RandomPolicy(3), toy)
+    assert a["u_histogram"] == b["u_histogram"] and min(a["u_histogram"].values()) > 0
+
+
+# ---------------------------------------------------------------- controllers
+
+
+def _train(toy, out, lam, timesteps=8192, **kw):
+    from agents.train import TrainConfig, train_controller
+
+    kw.setdefault("hyperparams", {"batch_size": 256})  # 16 envs × 32 steps = 512 per rollout: two minibatches
+    cfg = TrainConfig(lam=lam, env_kwargs=dict(toy), timesteps=timesteps, n_envs=16, progress=False, **kw)
+    return train_controller(cfg, out)
+
+
+def _mean_u(m):
+    return sum(float(u) * c for u, c in m["u_histogram"].items()) / sum(m["u_histogram"].values())
+
+
+def test_ppo_learns_the_tradeoff(toy, statics, tmp_path):
+    """λ = 0: accuracy is all that counts → high u, as accurate as u=1; large λ: cost dominates → low u."""
+    greedy = _train(toy, tmp_path / "lam0", 0.0, evals=0, checkpoints=0).metrics["test"]
+    frugal = _train(toy, tmp_path / "lam2", 2.0, evals=0, checkpoints=0).metrics["test"]
+    assert greedy["accuracy"] >= statics[-1]["accuracy"] - 3.0
+    assert frugal["energy_mj"] < statics[2]["energy_mj"]
+    assert _mean_u(greedy) > _mean_u(frugal) + 0.25
+
+
+@pytest.fixture(scope="module")
+def run_dir(toy, tmp_path_factory):
+    """A controller trained through the CLI (tiny budget), with its run directory."""
+    import json
+
+    from tnn.cli import main
+
+    out = tmp_path_factory.mktemp("cli") / "run"
+    argv = ["train-controller", "--lam", "0.5", "--timesteps", "1024", "--n-envs", "16", "--seed", "1"]
+    argv += ["--hyperparams", '{"batch_size": 256}']
+    argv += ["--env-kwargs", json.dumps(toy), "--out", str(out), "--no-progress"]
+    assert main(argv) == 0
+    return out
+
+
+def test_train_controller_cli_writes_run_dir(run_dir, toy):
+    import json
+
+    import yaml
+
+    for name in ("config.yml", "command.txt", "model.zip", "vecnormalize.pkl", "eval_env.json", "metrics.json"):
+        assert (run_dir / name).is_file(), name
+    spec = json.loads((run_dir / "eval_env.json").read_text())
+    assert spec["id"] == "tnn/Throttle-v0"
+    assert spec["kwargs"]["split"] == "test" and spec["kwargs"]["sequential"] is True
+    assert spec["kwargs"]["reward_kwargs"] == {"lam": 0.5} and spec["kwargs"]["checkpoint"] == toy["checkpoint"]
+    config = yaml.safe_load((run_dir / "config.yml").read_text())
+    assert config["algo"] == "ppo" and config["seed"] == 1 and config["hyperparams"]["learning_rate"].startswith("lin_")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["train"]["timesteps"] >= 1024 and metrics["test"]["inputs"] == N_TOY
+    assert "train-controller" in (run_dir / "command.txt").read_text()
+    assert list((run_dir / "tb").rglob("events.out.tfevents.*"))  # TensorBoard logs
+    with pytest.raises(ValueError, match="--resume"):  # never silently overwrite a finished run
+        _train(toy, run_dir, 0.5, timesteps=1024)
+
+
+def test_evaluate_controller_cli(run_dir, capsys):
+    import json
+
+    from tnn.cli import main
+
+    assert main(["evaluate-controller", str(run_dir), "--no-progress"]) == 0
+    m = json.loads((run_dir / "evaluation.json").read_text())
+    assert m["inputs"] == N_TOY and m["method"] == "ppo"
+    # the CLI's numbers are the training run's own test evaluation (same env, deterministic policy)
+    assert m["accuracy"] == pytest.approx(json.loads((run_dir / "metrics.json").read_text())["test"]["accuracy"])
+    assert "accuracy" in capsys.readouterr().out
+
+
+def test_evaluate_baseline_cli(toy, tmp_path):
+    import json
+
+    from tnn.cli import main
+
+    out = tmp_path / "static.json"
+    argv = ["evaluate-controller", "static", "--level", "0", "--env-kwargs", json.dumps(toy), "--out", str(out)]
+    assert main([*argv, "--no-progress"]) == 0
+    m = json.loads(out.read_text())
+    assert m["u_histogram"]["0.125"] == N_TOY
+    assert main(["evaluate-controller", "nonsense", "--env-kwargs", json.dumps(toy)]) == 2
+
+
+def test_space_mismatch_is_refused(run_dir, toy):
+    from agents.evaluate import SpaceMismatchError, evaluate_policy, load_controller, make_eval_env
+
+    policy, _spec = load_controller(run_dir)
+    env = make_eval_env("tnn/ThrottleDiscrete-v0", {**toy, "split": "test"})
+    with pytest.raises(SpaceMismatchError, match="action_space"):
+        evaluate_policy(policy, env)
+    env = make_eval_env("tnn/Throttle-v0", {**toy, "split": "test", "observation": "none"})
+    with pytest.raises(SpaceMismatchError, match="observation_space"):
+        evaluate_policy(policy, env)
+
+
+def test_cli_reports_bad_hyperparameter(toy, capsys):
+    import json
+
+    from tnn.cli import main
+
+    argv = [
+        "train-controller",
+        "--hyperparams",
+        '{"n_stepz": 8}',
+        "--env-kwargs",
+        json.dumps(toy),
+        "--out",
+        "/nonexistent/x",
+    ]
+    assert main(argv) == 2
+    assert "n_stepz" in capsys.readouterr().err
+
+
+def test_interrupted_training_resumes(toy, tmp_path, monkeypatch):
+    import json
+
+    from stable_baselines3.common.callbacks import CheckpointCallback
+
+    original = CheckpointCallback._on_step
+
+    def crash_after_first_checkpoint(self):
+        result = original(self)
+        if list(Path(self.save_path).glob("rl_model_*_steps.zip")):
+            raise KeyboardInterrupt  # as if the process were killed
+        return result
+
+    monkeypatch.setattr(CheckpointCallback, "_on_step", crash_after_first_checkpoint)
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        _train(toy, out, 0.5, timesteps=2048, evals=0, checkpoints=4, evaluate_test=False)
+    assert not (out / "model.zip").exists() and list((out / "checkpoints").glob("*.zip"))
+    monkeypatch.setattr(CheckpointCallback, "_on_step", original)
+    from agents.train import TrainConfig, train_controller
+
+    cfg = TrainConfig(
+        lam=0.5,
+        env_kwargs=dict(toy),
+        timesteps=2048,
+        n_envs=16,
+        hyperparams={"batch_size": 256},
+        progress=False,
+        evals=0,
+        checkpoints=4,
+        evaluate_test=False,
+    )
+    result = train_controller(cfg, out, resume=True)
+    assert 0 < result.metrics["train"]["resumed_from"] < 2048
+    assert result.metrics["train"]["timesteps"] >= 2048 and (out / "model.zip").is_file()
+    assert (
+        json.loads((out / "metrics.json").read_text())["train"]["resumed_from"]
+        == result.metrics["train"]["resumed_from"]
+    )
+
+
+def test_pareto_cli_on_baselines(toy, tmp_path):
+    import json
+
+    from tnn.cli import main
+
+    out = tmp_path / "pareto"
+    argv = ["pareto", "--out", str(out), "--env-kwargs", json.dumps(toy), "--lams", "0,0.3,3"]
+    assert main([*argv, "--methods", "static", "oracle", "cascade", "--no-progress"]) == 0
+    points = read_pareto_csv(out / "pareto.csv")
+    assert [p.method for p in points].count("static") == 8 and [p.method for p in points].count("cascade") == 3
+    assert (out / "pareto.png").read_bytes()[:4] == b"\x89PNG"
+    metrics = json.loads((out / "metrics.json").read_text())
+    hv = metrics["hypervolume"]["energy_mj"]
+    assert hv["oracle"] > hv["static"] and 0 < hv["static"] < 1
+    oracle = next(m for m in metrics["evaluations"] if m["method"] == "oracle")
+    assert oracle["gap_vs_static_pt"]["energy_mj"] > 0
+
+
+@pytest.mark.slow
+def test_pareto_sweep_with_controllers(toy, tmp_path):
+    from agents.sweep import SweepConfig, run_sweep
+
+    cfg = SweepConfig(
+        env_kwargs=dict(toy), lams=(0.0, 2.0), timesteps=4096, methods=("static", "controller"), progress=False
+    )
+    points = run_sweep(cfg, tmp_path / "sweep")
+    methods = [p.method for p in points]
+    assert methods.count("ppo") == 2 and methods.count("ppo-budget") == 2
+    budget = {p.setting: p for p in points if p.method == "ppo-budget"}
+    assert budget["λ=2"].energy_mj < budget["λ=0"].energy_mj  # one policy, steered by the λ in its context
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("algo", "hyperparams"),
+    [
+        ("a2c", {}),
+        ("sac", {"learning_starts": 100, "buffer_size": 5000}),
+        ("dqn", {"learning_starts": 100, "buffer_size": 5000, "target_update_interval": 100}),
+    ],
+)
+def test_other_algorithms_train_and_evaluate(toy, tmp_path, algo, hyperparams):
+    from agents.train import TrainConfig, train_controller
+
+    cfg = TrainConfig(
+        algo=algo,
+        lam=0.5,
+        env_kwargs=dict(toy),
+        timesteps=1024,
+        n_envs=4,
+        hyperparams=hyperparams,
+        progress=False,
+        evals=1,
+        checkpoints=2,
+    )
+    result = train_controller(cfg, tmp_path / algo)
+    assert result.metrics["env_id"] == ("tnn/ThrottleDiscrete-v0" if algo == "dqn" else "tnn/Throttle-v0")
+    assert result.metrics["test"]["inputs"] == N_TOY and (tmp_path / algo / "model.zip").is_file()
+
+
+def test_budget_violations_and_unserved_inputs(toy):
+    from agents.baselines import StaticPolicy
+
+    kwargs = {"reward": "budget", "reward_kwargs": {"rate": 0.3, "overspend": "terminate"}}
+    spender = _evaluate(StaticPolicy(7), toy, **kwargs)  # u=1 every time: over budget in every episode
+    saver = _evaluate(StaticPolicy(0), toy, **kwargs)
+    assert spender["budget_violations"] == spender["episodes"] > 0
+    assert spender["served"] < N_TOY and sum(spender["u_histogram"].values()) == spender["served"]
+    assert saver["budget_violations"] == 0 and saver["served"] == N_TOY
