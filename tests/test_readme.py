@@ -1,0 +1,37 @@
+"""The README's environment snippets run as printed (on the shipped model and the real data)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FMNIST = Path("/usr/share/datasets/fashion-mnist")
+
+
+def _snippets() -> list[str]:
+    return re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not FMNIST.is_dir(), reason="needs the Fashion-MNIST data (apt-get install dataset-fashion-mnist)")
+def test_env_snippets_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TNN_CACHE", str(tmp_path / "cache"))
+    make, budget, vec = (s for s in _snippets() if "gym.make" in s or "ThrottleVecEnv" in s)
+    scope: dict = {}
+    exec(make, scope)  # the README's own code
+    assert 0 < scope["info"]["u"] <= 1
+    exec(budget, scope)
+    env = scope["env"]
+    env.reset(seed=0)
+    for _ in range(10_000):  # the budget must end the episode before its 64 steps (random u ≥ 1 call each)
+        _, reward, terminated, truncated, _ = env.step(env.action_space.sample())
+        if terminated or truncated:
+            break
+    assert terminated and not truncated and reward == -1.0
+    short = vec.replace('reward="conditioned"))', 'reward="conditioned"), n_steps=8)').replace("100_000", "512")
+    assert short != vec.replace("100_000", "512"), "the README's PPO line changed; update this test"
+    exec(short, scope)  # a short run of the same code
