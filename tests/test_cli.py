@@ -101,4 +101,6 @@ def test_bench_train_reports_throughput(capsys):
     args = ["bench", "train", "--models", "resnet8", "--batch-size", "8", "--steps", "1", "--in-channels", "1"]
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert "| resnet8 | tnn | 8 | 4 |" in out and "| resnet8 | vanilla | 8 | 1 |" in out
+    for variant, levels in (("tnn", 4), ("vanilla", 1)):  # fp32 and bf16 side by side on CPU
+        assert f"| resnet8 | {variant} | fp32 | 8 | {levels} |" in out
+        assert f"| resnet8 | {variant} | bf16 | 8 | {levels} |" in out

@@ -119,6 +119,17 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path):
         pretrain(small_config(root, epochs=3), tmp_path / "b", resume=True, log=quiet)
 
 
+def test_cpu_bf16_learns_and_is_deterministic(tmp_path):
+    root = write_learnable_fmnist(tmp_path / "fm")
+    cfg = small_config(root, cpu_bf16=True, bn_recalibration=2)
+    a = pretrain(cfg, tmp_path / "a", log=quiet)
+    b = pretrain(cfg, tmp_path / "b", log=quiet)
+    assert a.test_accuracy[1.0] >= 40.0, a.test_accuracy  # chance is 10 %
+    assert a.test_accuracy == b.test_accuracy
+    for (name, x), y in zip(a.model.state_dict().items(), b.model.state_dict().values(), strict=True):
+        torch.testing.assert_close(x, y, rtol=0, atol=0, msg=name)
+
+
 def test_vanilla_variant_trains_only_full_width(tmp_path):
     root = write_learnable_fmnist(tmp_path / "fm", n_train=200, n_test=40)
     result = pretrain(small_config(root, epochs=1, variant="vanilla"), tmp_path / "v", log=quiet)

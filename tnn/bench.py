@@ -160,6 +160,7 @@ class TrainThroughput:
     levels_per_step: int
     images_per_s: float
     ms_per_step: float
+    precision: str = "fp32"  # fp32 | bf16 (autocast, channels-last for images)
 
 
 def bench_train(
@@ -170,35 +171,54 @@ def bench_train(
     warmup: int = 2,
     in_channels: int = 3,
     device: str = "cpu",
-    amp: bool = True,
+    precisions: Sequence[str] | None = None,
 ) -> list[TrainThroughput]:
-    """Images/s of the sandwich step (full, lowest, two random levels) and of a vanilla step."""
+    """Images/s of the sandwich step (full, lowest, two random levels) and of a vanilla step.
+
+    ``precisions``: "fp32" and/or "bf16" (autocast, channels-last for images — what ``tnn pretrain``
+    runs on CUDA, and on CPU with ``--cpu-bf16``); default: bf16 on CUDA, both side by side on CPU.
+    """
     from tnn.train import Sandwich, sandwich_loss
 
     if steps < 1 or batch_size < 1:
         raise ValueError(f"steps and batch_size must be positive, got {steps} and {batch_size}")
-    rows = []
     dev = torch.device(device)
+    if precisions is None:
+        precisions = ("bf16",) if dev.type == "cuda" else ("fp32", "bf16")
+    unknown = set(precisions) - {"fp32", "bf16"}
+    if unknown:
+        raise ValueError(f"unknown precision {sorted(unknown)}; choose fp32 or bf16")
+    rows = []
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     for name in models:
-        model = create_model(name, in_channels=in_channels).to(dev)
-        net = Sandwich(model)
-        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
-        x = torch.rand(batch_size, *model.input_shape, device=dev)
-        y = torch.randint(0, model.num_classes, (batch_size,), device=dev)
-        lv = model.levels
-        for variant, us in (("tnn", [1.0, lv[0], lv[len(lv) // 2], lv[-2]]), ("vanilla", [1.0])):
-            sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
-            for i in range(warmup + steps):
-                if i == warmup:
-                    sync()
-                    start = time.perf_counter()
-                with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp and dev.type == "cuda"):
-                    logits = net(x, us)
-                loss = sandwich_loss(logits, y, distill=True, label_smoothing=0.0)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-            sync()
-            per_step = (time.perf_counter() - start) / steps
-            rows.append(TrainThroughput(name, variant, batch_size, len(us), batch_size / per_step, per_step * 1e3))
+        for precision in precisions:
+            bf16 = precision == "bf16"
+            torch.manual_seed(0)
+            model = create_model(name, in_channels=in_channels).to(dev)
+            x = torch.rand(batch_size, *model.input_shape, device=dev)
+            if bf16 and x.dim() == 4:
+                model.to(memory_format=torch.channels_last)
+                x = x.contiguous(memory_format=torch.channels_last)
+            net = Sandwich(model)
+            opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
+            y = torch.randint(0, model.num_classes, (batch_size,), device=dev)
+            lv = model.levels
+            for variant, us in (("tnn", [1.0, lv[0], lv[len(lv) // 2], lv[-2]]), ("vanilla", [1.0])):
+                for i in range(warmup + steps):
+                    if i == warmup:
+                        sync()
+                        start = time.perf_counter()
+                    with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
+                        logits = net(x, us)
+                    loss = sandwich_loss(logits, y, distill=True, label_smoothing=0.0)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                sync()
+                per_step = (time.perf_counter() - start) / steps
+                rows.append(
+                    TrainThroughput(
+                        name, variant, batch_size, len(us), batch_size / per_step, per_step * 1e3, precision
+                    )
+                )
     return rows

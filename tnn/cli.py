@@ -163,16 +163,27 @@ def _cmd_bench_train(args: argparse.Namespace) -> int:
     for name in args.models:
         create_model(name)
     rows = bench_train(
-        args.models, batch_size=args.batch_size, steps=args.steps, in_channels=args.in_channels, device=args.device
+        args.models,
+        batch_size=args.batch_size,
+        steps=args.steps,
+        in_channels=args.in_channels,
+        device=args.device,
+        precisions=args.precisions,
     )
     print(
         f"training throughput on {args.device}, torch {torch.__version__}; tnn = full + lowest + 2 more levels per step"
     )
-    print("| model | variant | batch | levels/step | images/s | ms/step |\n|---|---|---:|---:|---:|---:|")
+    fp32 = {(r.model, r.variant): r.images_per_s for r in rows if r.precision == "fp32"}
+    print(
+        "| model | variant | precision | batch | levels/step | images/s | ms/step | × fp32 |\n"
+        "|---|---|---|---:|---:|---:|---:|---:|"
+    )
     for r in rows:
+        base = fp32.get((r.model, r.variant))
+        ratio = f"{r.images_per_s / base:.2f}" if base else ""
         print(
-            f"| {r.model} | {r.variant} | {r.batch_size} | {r.levels_per_step} "
-            f"| {r.images_per_s:.0f} | {r.ms_per_step:.1f} |"
+            f"| {r.model} | {r.variant} | {r.precision} | {r.batch_size} | {r.levels_per_step} "
+            f"| {r.images_per_s:.0f} | {r.ms_per_step:.1f} | {ratio} |"
         )
     return 0
 
@@ -230,6 +241,13 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--in-channels", type=int, default=3)
     b.add_argument("--device", default="cpu")
     b.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    b.add_argument(
+        "--precisions",
+        nargs="+",
+        choices=("fp32", "bf16"),
+        default=None,
+        help="fp32 and/or bf16 (autocast + channels-last); default: bf16 on CUDA, both on CPU",
+    )
     b.set_defaults(func=_cmd_bench_train)
 
     for module in _EXTENSIONS:  # subcommands that live beside the code they drive

@@ -74,6 +74,9 @@ class PretrainConfig:
     """bf16 autocast on CUDA (ignored on CPU)"""
     channels_last: bool = True
     """channels-last memory format on CUDA (ignored on CPU)"""
+    cpu_bf16: bool = False
+    """bf16 autocast and channels-last on CPU too: about 1.6x the images/s of resnet20 on CPUs with
+    AVX-512 BF16 or AMX (measured on 2 AMD EPYC cores); off by default, so CPU runs stay in float32"""
     data_root: str | None = None
     half: bool = True
     """store the final checkpoint in float16 (smaller; evaluation is done on what is stored)"""
@@ -298,14 +301,15 @@ def pretrain(
         start_epoch, history = state["epoch"], state["history"]
         log(f"resumed from {state_path} at epoch {start_epoch}")
 
-    if device.type == "cuda" and cfg.channels_last and x_train.dim() == 4:
+    channels_last = x_train.dim() == 4 and (cfg.channels_last if device.type == "cuda" else cfg.cpu_bf16)
+    if channels_last:
         model.to(memory_format=torch.channels_last)  # before DDP builds its gradient buckets
     net: nn.Module = Sandwich(model)
     if distributed:  # levels not drawn this step leave their norms unused: find_unused_parameters
         net = nn.parallel.DistributedDataParallel(
             net, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True
         )
-    use_amp = device.type == "cuda" and cfg.amp
+    use_amp = cfg.amp if device.type == "cuda" else cfg.cpu_bf16
     levels = model.levels
 
     if rank == 0:
@@ -330,7 +334,7 @@ def pretrain(
                 group["lr"] = lr
             idx = perm[step]
             x = augment_batch(x_train[idx].float().div_(255), augment, gen)
-            if device.type == "cuda" and cfg.channels_last and x.dim() == 4:
+            if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             us = [1.0]
             if len(levels) > 1:
