@@ -18,7 +18,8 @@
 #   twins     its vanilla twin and the standalone half-width network                          (~5)
 #   families  VGG-16, ResNeXt-29 8x16d and DenseNet-BC-100 TNNs (fewer epochs)               (~10)
 #
-# EPOCHS, BATCH and LR override the resnet20/twins recipe (default 30 epochs, batch 512, lr 0.4).
+# TAG names the device in the profile files (default h100). EPOCHS, BATCH and LR override the
+# resnet20/twins recipe (default 30 epochs, batch 512, lr 0.4).
 set -euo pipefail
 [ $# -ge 2 ] || { sed -n 2,20p "$0"; exit 2; }
 out=$(realpath -m "$1")
@@ -28,28 +29,31 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 PY=${PYTHON:-python3}
 tnn() { "$PY" -m tnn.cli "$@"; }
 
-if [ -z "${TNN_DATA:-}" ]; then
-	export TNN_DATA=/tmp/tnn-data
-	if [ ! -f "$TNN_DATA/cifar-10-batches-py/test_batch" ]; then
-		if [ -f device-data/prepare_cifar10.py ]; then
-			"$PY" device-data/prepare_cifar10.py "$TNN_DATA/cifar-10-batches-py"
-		else
-			echo "CIFAR-10 not found: set TNN_DATA to a folder holding cifar-10-batches-py" >&2
-			exit 2
-		fi
-	fi
-fi
-
 EPOCHS=${EPOCHS:-30}
 BATCH=${BATCH:-512}
 LR=${LR:-0.4}
 DEVICE=${DEVICE:-cuda}
+TAG=${TAG:-h100}  # the device in the profiles' file names (h100, h200, ...)
 # a CPU dry run of this script (DEVICE=cpu LIMIT=512 EPOCHS=1) checks its plumbing, not its numbers
 LIMIT=${LIMIT:-0}
 recipe=(--dataset cifar10 --epochs "$EPOCHS" --batch-size "$BATCH" --lr "$LR" --warmup-epochs 2
 	--label-smoothing 0.1 --device "$DEVICE" --limit "$LIMIT")
 energy=(--device "$DEVICE")
 [ "$DEVICE" = cuda ] || energy+=(--energy model)
+
+prepare_data() {
+	if [ -z "${TNN_DATA:-}" ]; then
+		export TNN_DATA=/tmp/tnn-data
+		if [ ! -f "$TNN_DATA/cifar-10-batches-py/test_batch" ]; then
+			if [ -f device-data/prepare_cifar10.py ]; then
+				"$PY" device-data/prepare_cifar10.py "$TNN_DATA/cifar-10-batches-py"
+			else
+				echo "CIFAR-10 not found: set TNN_DATA to a folder holding cifar-10-batches-py" >&2
+				exit 2
+			fi
+		fi
+	fi
+}
 
 stage_smoke() {
 	tnn bench train --device "$DEVICE" --models resnet20 --batch-size "$BATCH" --steps 20
@@ -64,8 +68,8 @@ stage_profiles() {
 	[ "$DEVICE" = cuda ] && graphs=(--cuda-graphs)
 	for model in resnet20 vgg16; do
 		tnn profile "$model" "${energy[@]}" --batch-size 1 "${graphs[@]}" --repeats 200 \
-			--out "$1/cifar10-$model-h100-b1.json"
-		tnn profile "$model" "${energy[@]}" --batch-size 256 --repeats 100 --out "$1/cifar10-$model-h100-b256.json"
+			--out "$1/cifar10-$model-$TAG-b1.json"
+		tnn profile "$model" "${energy[@]}" --batch-size 256 --repeats 100 --out "$1/cifar10-$model-$TAG-b256.json"
 	done
 	tnn profile-show "$1"/*.json
 }
@@ -88,8 +92,11 @@ stage_families() {
 }
 
 for stage in "$@"; do
+	declare -F "stage_$stage" >/dev/null || { echo "unknown stage $stage (smoke profiles resnet20 twins families)" >&2; exit 2; }
+done
+prepare_data
+for stage in "$@"; do
 	fn=stage_$stage
-	declare -F "$fn" >/dev/null || { echo "unknown stage $stage (smoke profiles resnet20 twins families)" >&2; exit 2; }
 	dir=$out/$stage
 	mkdir -p "$dir"
 	start=$(date +%s)
