@@ -12,7 +12,7 @@
 #
 # Stages (minutes on one H100 are estimates until a run records them):
 #   smoke     CUDA paths end to end: bf16/channels-last training throughput, a 1-epoch pretrain on
-#             4,096 images, a 3-level profile with NVML energy                                 (~1)
+#             4,096 images, a resnet20 profile at batch 256 with NVML energy (2 windows a level) (~1)
 #   profiles  resnet20 and vgg16 at batch 1 (CUDA graphs) and batch 256, NVML energy          (~4)
 #   resnet20  the resnet20 TNN                                                                 (~5)
 #   twins     its vanilla twin and the standalone half-width network                          (~5)
@@ -21,7 +21,7 @@
 # TAG names the device in the profile files (default h100). EPOCHS, BATCH and LR override the
 # resnet20/twins recipe (default 30 epochs, batch 512, lr 0.4).
 set -euo pipefail
-[ $# -ge 2 ] || { sed -n 2,20p "$0"; exit 2; }
+[ $# -ge 2 ] || { sed -n 2,22p "$0"; exit 2; }
 out=$(realpath -m "$1")
 shift
 cd "$(dirname "$0")/.."
