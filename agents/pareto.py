@@ -32,6 +32,7 @@ __all__ = [
     "plot_pareto",
     "read_pareto_csv",
     "static_gaps",
+    "static_hull",
     "write_pareto_csv",
 ]
 
@@ -132,16 +133,37 @@ def hypervolumes(points: Sequence[ParetoPoint], metric: str = "energy_mj") -> di
     return out
 
 
-def static_gaps(points: Sequence[ParetoPoint], metric: str = "energy_mj") -> list[float | None]:
-    """Per point: accuracy minus the static front's at the same cost (pt); None for static points.
+def static_hull(points: Sequence[ParetoPoint], metric: str = "energy_mj") -> tuple[list[float], list[float]]:
+    """What fixed settings can reach: the upper concave hull of the static points (cost, accuracy).
 
-    The static front is interpolated linearly between levels (time-sharing two levels reaches any
-    point on that segment) and held flat beyond its ends, so a positive gap is a real improvement.
+    Time-sharing two levels reaches every point on the segment between them, so the hull, not the
+    line through the levels, is the front a controller must beat; a dominated level (dearer and no
+    better than another) never bounds it.
     """
-    static = sorted((getattr(p, metric), p.accuracy) for p in points if p.method == "static")
+    static = [p for p in points if p.method == "static"]
     if not static:
         raise ValueError("static_gaps needs the static points (one per level) in the list")
-    xs, ys = zip(*static, strict=True)
+    hull: list[tuple[float, float]] = []
+    for p in front(static, metric):
+        x, y = float(getattr(p, metric)), float(p.accuracy)
+        while len(hull) >= 2:
+            (x0, y0), (x1, y1) = hull[-2], hull[-1]
+            if (x1 - x0) * (y - y0) - (y1 - y0) * (x - x0) >= 0:  # hull[-1] on or below the chord
+                hull.pop()
+            else:
+                break
+        hull.append((x, y))
+    xs, ys = zip(*hull, strict=True)
+    return list(xs), list(ys)
+
+
+def static_gaps(points: Sequence[ParetoPoint], metric: str = "energy_mj") -> list[float | None]:
+    """Per point: accuracy minus the static hull's at the same cost (pt); None for static points.
+
+    The hull (:func:`static_hull`) is interpolated linearly and held flat beyond its ends, so a
+    positive gap is an improvement no mix of fixed settings reaches.
+    """
+    xs, ys = static_hull(points, metric)
     return [None if p.method == "static" else p.accuracy - float(np.interp(getattr(p, metric), xs, ys)) for p in points]
 
 

@@ -22,6 +22,7 @@ from agents.pareto import (
     plot_pareto,
     read_pareto_csv,
     static_gaps,
+    static_hull,
     write_pareto_csv,
 )
 
@@ -106,6 +107,16 @@ def test_static_gaps_interpolate_the_static_front():
     assert gaps[3] == pytest.approx(-1.0) and gaps[4] == pytest.approx(1.0)  # flat beyond the ends
     with pytest.raises(ValueError, match="static"):
         static_gaps(pts[2:])
+
+
+def test_static_gaps_use_the_hull_of_what_fixed_settings_reach():
+    # a sagging middle level (0.625) and a dominated one (0.875: dearer than u=1, less accurate)
+    pts = [_pt("static", "0.5", 80.0, 2.0), _pt("static", "0.625", 81.0, 5.0), _pt("static", "0.875", 85.0, 7.0)]
+    pts += [_pt("static", "1", 90.0, 6.0), _pt("ppo", "a", 86.0, 5.0), _pt("ppo", "b", 90.0, 8.0)]
+    assert static_hull(pts) == ([2.0, 6.0], [80.0, 90.0])
+    gaps = static_gaps(pts, "energy_mj")
+    assert gaps[4] == pytest.approx(-1.5)  # mixing 0.5 and 1 reaches 87.5 % at 5 mJ, not level 0.625's 81 %
+    assert gaps[5] == pytest.approx(0.0)  # past u=1 the front stays at u=1's accuracy
 
 
 def test_front_drops_dominated_points():

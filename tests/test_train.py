@@ -197,3 +197,28 @@ def test_batchnorm_recalibration_sets_each_levels_exact_statistics():
         norm = model.stem_bn.norms[level]
         torch.testing.assert_close(norm.running_mean, torch.stack(means).mean(0), rtol=1e-4, atol=1e-5)
         assert norm.momentum == 0.1 and int(norm.num_batches_tracked) == 2
+
+
+def test_batchnorm_recalibration_draws_batches_as_training_did():
+    """With augment=, each level's statistics are those of the augmented batches, the same for every level."""
+    from tnn.train import recalibrate_batchnorm
+
+    torch.manual_seed(0)
+    model = tnn.create_model("resnet8")
+    images = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8)
+    recalibrate_batchnorm(
+        model, images, batches=2, batch_size=32, generator=torch.Generator().manual_seed(3), augment="crop+flip"
+    )
+    gen = torch.Generator().manual_seed(3)
+    idx = torch.randperm(64, generator=gen)
+    seed = int(torch.randint(0, 2**62, (1,), generator=gen))
+    for level in range(len(model.levels)):
+        aug = torch.Generator().manual_seed(seed)
+        means, plain = [], []
+        for i in (0, 32):
+            x = images[idx[i : i + 32]].float() / 255
+            for out, batch in ((means, augment_batch(x, "crop+flip", aug)), (plain, x)):
+                out.append(model.stem((batch - model.mean) / model.std, tnn.layers.Setting(level)).mean(dim=(0, 2, 3)))
+        norm = model.stem_bn.norms[level]
+        torch.testing.assert_close(norm.running_mean, torch.stack(means).mean(0), rtol=1e-4, atol=1e-5)
+        assert not torch.allclose(norm.running_mean, torch.stack(plain).mean(0), rtol=1e-4, atol=1e-5)

@@ -165,13 +165,22 @@ def evaluate(
 
 @torch.no_grad()
 def recalibrate_batchnorm(
-    model: ThrottleNet, images: torch.Tensor, *, batches: int, batch_size: int, generator: torch.Generator
+    model: ThrottleNet,
+    images: torch.Tensor,
+    *,
+    batches: int,
+    batch_size: int,
+    generator: torch.Generator,
+    augment: str = "none",
+    bf16: bool = False,
 ) -> None:
     """Replace each level's BatchNorm running statistics by exact averages over training batches.
 
     A level's statistics only move on the steps that sample it, so its running averages lag
     behind the final weights; re-estimating them (as slimmable networks do) costs a few forward
-    passes per level. Each level owns its norms, so levels do not disturb each other.
+    passes per level. Each level owns its norms, so levels do not disturb each other. The batches
+    are drawn as training drew them (``augment``, bf16 autocast): statistics of un-augmented images
+    do not match what the weights were trained under (on CIFAR-10 they cost ResNet-20 2 points).
     """
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     momenta = [m.momentum for m in norms]
@@ -181,9 +190,14 @@ def recalibrate_batchnorm(
     was_training = model.training
     model.train()
     idx = torch.randperm(len(images), generator=generator)[: batches * batch_size].to(images.device)
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+    aug_gen = torch.Generator(device=images.device)
     for u in model.levels:
+        aug_gen.manual_seed(seed)  # every level sees the same batches
         for i in range(0, len(idx), batch_size):
-            model(images[idx[i : i + batch_size]].float().div_(255), u)
+            x = augment_batch(images[idx[i : i + batch_size]].float().div_(255), augment, aug_gen)
+            with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=bf16):
+                model(x, u)
     for m, momentum in zip(norms, momenta, strict=True):
         m.momentum = momentum
     model.train(was_training)
@@ -378,7 +392,15 @@ def pretrain(
     final, test_accuracy, recalibrated_val = out / "model.pt", {}, None
     if cfg.bn_recalibration:  # same batches on every rank: identical statistics everywhere
         gen = torch.Generator().manual_seed(cfg.seed + 1)
-        recalibrate_batchnorm(model, x_train, batches=cfg.bn_recalibration, batch_size=cfg.batch_size, generator=gen)
+        recalibrate_batchnorm(
+            model,
+            x_train,
+            batches=cfg.bn_recalibration,
+            batch_size=cfg.batch_size,
+            generator=gen,
+            augment=augment,
+            bf16=use_amp,
+        )
         val = evaluate(model, x_val, y_val, batch_size=cfg.eval_batch_size)
         recalibrated_val = {f"{u:g}": round(a, 2) for u, a in val.items()}
         log("after BatchNorm recalibration: val% " + " ".join(f"{u:g}:{a:.1f}" for u, a in val.items()))
