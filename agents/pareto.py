@@ -142,7 +142,7 @@ def static_hull(points: Sequence[ParetoPoint], metric: str = "energy_mj") -> tup
     """
     static = [p for p in points if p.method == "static"]
     if not static:
-        raise ValueError("static_gaps needs the static points (one per level) in the list")
+        raise ValueError("the static points (one per level) are missing from the list")
     hull: list[tuple[float, float]] = []
     for p in front(static, metric):
         x, y = float(getattr(p, metric)), float(p.accuracy)
