@@ -104,3 +104,31 @@ def test_bench_train_reports_throughput(capsys):
     for variant, levels in (("tnn", 4), ("vanilla", 1)):  # fp32 and bf16 side by side on CPU
         assert f"| resnet8 | {variant} | fp32 | 8 | {levels} |" in out
         assert f"| resnet8 | {variant} | bf16 | 8 | {levels} |" in out
+
+
+def test_report_pairs_tnn_levels_with_standalone_networks_of_equal_cost(tmp_path):
+    from tnn.report import accuracy_table, baseline_comparison
+
+    kw = {"num_classes": 10, "in_channels": 1, "input_size": 28}
+    tnn_model = tnn.create_model("resnet8", **kw)
+    twin = tnn.create_model("resnet8", levels=[1.0], **kw)
+    half = tnn.create_model("resnet8", levels=[1.0], widths=[8, 16, 32], **kw)
+    other = tnn.create_model("resnet8", levels=[1.0], widths=[9, 18, 36], **kw)  # no TNN level costs this
+    paths = {}
+    for name, model, variant, acc in [
+        ("t", tnn_model, "tnn", {f"{u:g}": 50.0 + 40 * u for u in tnn_model.levels}),
+        ("twin", twin, "vanilla", {"1": 91.0}),
+        ("half", half, "vanilla", {"1": 68.5}),
+        ("other", other, "vanilla", {"1": 80.0}),
+    ]:
+        paths[name] = tmp_path / name / "model.pt"
+        paths[name].parent.mkdir()
+        tnn.save_checkpoint(model, paths[name], dataset="fashion_mnist", variant=variant, accuracy=acc)
+    table = baseline_comparison(list(paths.values()))
+    rows = [line for line in table.splitlines() if line.startswith("| `t`")]
+    assert len(rows) == 2, table  # the twin (u=1) and the half-width net (u=0.5); "other" matches no level
+    assert rows[0].startswith("| `t` at u=0.5 | 70.00 | `half` (vanilla) | 68.50 |") and rows[0].endswith("| +1.50 |")
+    assert rows[1].startswith("| `t` at u=1 | 90.00 | `twin` (vanilla) | 91.00 |") and rows[1].endswith("| -1.00 |")
+    assert tnn_model.flops(0.5) == half.flops(1.0)  # the pairing is by cost, and these cost the same
+    assert table in accuracy_table(list(paths.values()))
+    assert baseline_comparison([paths["t"], paths["other"]]) == ""  # nothing to pair: no section

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from tnn.checkpoint import read_checkpoint
 
-__all__ = ["accuracy_table"]
+__all__ = ["accuracy_table", "baseline_comparison"]
 
 
 def accuracy_table(paths: Sequence[str | os.PathLike]) -> str:
@@ -32,7 +32,47 @@ def accuracy_table(paths: Sequence[str | os.PathLike]) -> str:
         )
     lines.append("")
     lines += [f"- `{_name(p)}`: `{card.get('made', {}).get('command', '(not recorded)')}`" for p, card in cards]
+    comparison = baseline_comparison([p for p, _ in cards], cards=[card for _, card in cards])
+    if comparison:
+        lines += ["", comparison]
     return "\n".join(lines)
+
+
+def baseline_comparison(
+    paths: Sequence[str | os.PathLike], *, cards: Sequence[dict] | None = None, rel_tol: float = 0.02
+) -> str:
+    """Each throttleable network's levels against the standalone networks (vanilla twins, narrower nets)
+    of the same architecture and data set that cost the same: a standalone network is paired with the
+    TNN level whose FLOPs per input are within ``rel_tol`` of its own. Empty when no pair exists."""
+    if cards is None:
+        cards = [read_checkpoint(p)["card"] for p in paths]
+    named = sorted(zip([_name(Path(p)) for p in paths], cards, strict=True), key=lambda nc: nc[0])
+    tnns = [(n, c) for n, c in named if c.get("variant") == "tnn"]
+    rows = []
+    for name, card in named:
+        if card.get("variant") == "tnn" or "1" not in card.get("accuracy", {}):
+            continue
+        flops = card["flops"]["1"]
+        for tname, tcard in tnns:
+            if (tcard["arch"], tcard.get("dataset")) != (card["arch"], card.get("dataset")):
+                continue
+            for u, tflops in tcard["flops"].items():
+                if abs(tflops - flops) <= rel_tol * flops and u in tcard.get("accuracy", {}):
+                    mine, theirs = tcard["accuracy"][u], card["accuracy"]["1"]
+                    rows.append(
+                        f"| `{tname}` at u={float(u):g} | {mine:.2f} | `{name}` ({card.get('variant', '?')}) | "
+                        f"{theirs:.2f} | {tflops / 1e6:.1f} / {flops / 1e6:.1f} | {mine - theirs:+.2f} |"
+                    )
+    if not rows:
+        return ""
+    head = [
+        "Each TNN level against the standalone networks of the same architecture, data set and cost (FLOPs within "
+        f"{rel_tol:.0%}); the commands above say how each was trained:",
+        "",
+        "| TNN level | test % | standalone network | test % | MFLOPs (TNN / standalone) | TNN − standalone (pt) |",
+        "|---|---:|---|---:|---:|---:|",
+    ]
+    return "\n".join(head + rows)
 
 
 def _name(path: Path) -> str:
