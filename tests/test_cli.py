@@ -51,6 +51,24 @@ def test_bench_latency_prints_and_writes_ratios(tmp_path, capsys):
     assert all(r["median_ms"] > 0 and r["masked_median_ms"] > 0 for r in rows)
 
 
+def test_bench_latency_compares_thread_counts_side_by_side(tmp_path, capsys):
+    before = torch.get_num_threads()
+    out_json = tmp_path / "bench.json"
+    args = ["bench", "latency", "--models", "resnet8", "--batch-sizes", "1", "--repeats", "3", "--warmup", "0"]
+    assert main([*args, "--threads", "1", "2", "--no-masked", "--json", str(out_json)]) == 0
+    out = capsys.readouterr().out
+    assert "1, 2 threads" in out and "| threads | u |" in out and "ms vs 1 thread |" in out
+    rows = json.loads(out_json.read_text())["rows"]
+    assert [r["threads"] for r in rows] == [1] * 8 + [2] * 8
+    assert all(r["thread_ratio"] == 1.0 for r in rows[:8])  # the first count is the reference
+    for one, two in zip(rows[:8], rows[8:], strict=True):
+        assert one["u"] == two["u"] and two["thread_ratio"] == two["median_ms"] / one["median_ms"]
+    assert rows[7]["ratio"] == rows[15]["ratio"] == 1.0  # u=1 against itself at each count
+    assert torch.get_num_threads() == before  # restored
+    assert main([*args, "--threads", "0", "2"]) == 2
+    assert "thread counts must be >= 1" in capsys.readouterr().err
+
+
 def test_bench_unknown_model_is_a_clear_error(capsys):
     assert main(["bench", "latency", "--models", "resnet21"]) == 2
     assert "known models" in capsys.readouterr().err

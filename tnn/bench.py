@@ -38,6 +38,8 @@ class LevelTiming:
     ratio: float  # median / median at u=1 (sliced)
     masked_median_ms: float | None = None
     masked_ratio: float | None = None
+    threads: int = 0  # torch CPU threads it ran with (0: not recorded)
+    thread_ratio: float | None = None  # median / median of the same level at the first thread count
 
 
 def _quantile(xs: Sequence[float], q: float) -> float:
@@ -101,43 +103,80 @@ def bench_latency(
     masked: bool = True,
     in_channels: int | None = None,
     device: str = "cpu",
+    threads: Sequence[int] = (),
 ) -> list[LevelTiming]:
-    """Time every level of each named model (freshly built, eval mode) at each batch size."""
+    """Time every level of each named model (freshly built, eval mode) at each batch size.
+
+    With several CPU ``threads`` counts, each is timed in turn in ``min(repeats, 5)`` alternating
+    blocks (levels interleaved inside each), so drift hits every count alike; ``thread_ratio`` is a
+    level's median over its median at the first count. Torch's thread count is restored afterwards.
+    """
+    if any(t < 1 for t in threads):
+        raise ValueError(f"thread counts must be >= 1, got {list(threads)}")
+    counts = list(dict.fromkeys(threads)) or [torch.get_num_threads()]
+    before = torch.get_num_threads()
+    blocks = min(repeats, 5) if len(counts) > 1 else 1
     rows: list[LevelTiming] = []
-    for name in models:
-        kwargs = {} if in_channels is None else {"in_channels": in_channels}
-        model = create_model(name, **kwargs).to(device).eval()
-        for bs in batch_sizes:
-            x = torch.rand(bs, *model.input_shape, device=device)
-            times = time_levels(model, x, repeats=repeats, warmup=warmup, masked=masked)
-            full = statistics.median(times[(1.0, False)])
-            for u in model.levels:
-                t = times[(u, False)]
-                med = statistics.median(t)
-                row = LevelTiming(name, bs, u, model.flops(u), med, _quantile(t, 0.1), _quantile(t, 0.9), med / full)
-                if masked:
-                    row.masked_median_ms = statistics.median(times[(u, True)])
-                    row.masked_ratio = row.masked_median_ms / full
-                rows.append(row)
+    try:
+        for name in models:
+            kwargs = {} if in_channels is None else {"in_channels": in_channels}
+            model = create_model(name, **kwargs).to(device).eval()
+            for bs in batch_sizes:
+                x = torch.rand(bs, *model.input_shape, device=device)
+                times: dict[int, dict[tuple[float, bool], list[float]]] = {t: {} for t in counts}
+                for b in range(blocks):
+                    n = repeats // blocks + (b < repeats % blocks)
+                    for t in counts:
+                        torch.set_num_threads(t)
+                        block = time_levels(model, x, repeats=n, warmup=warmup, masked=masked)
+                        for key, ts in block.items():
+                            times[t].setdefault(key, []).extend(ts)
+                first: dict[float, float] = {}
+                for t in counts:
+                    full = statistics.median(times[t][(1.0, False)])
+                    for u in model.levels:
+                        ts = times[t][(u, False)]
+                        med = statistics.median(ts)
+                        first.setdefault(u, med)
+                        row = LevelTiming(
+                            name, bs, u, model.flops(u), med, _quantile(ts, 0.1), _quantile(ts, 0.9), med / full
+                        )
+                        row.threads = t
+                        if len(counts) > 1:
+                            row.thread_ratio = med / first[u]
+                        if masked:
+                            row.masked_median_ms = statistics.median(times[t][(u, True)])
+                            row.masked_ratio = row.masked_median_ms / full
+                        rows.append(row)
+    finally:
+        torch.set_num_threads(before)
     return rows
 
 
 def format_table(rows: Sequence[LevelTiming]) -> str:
     """A markdown table of the timings."""
     masked = any(r.masked_ratio is not None for r in rows)
+    by_threads = any(r.thread_ratio is not None for r in rows)
     head = "| model | batch | u | MFLOPs | FLOPs ratio | median ms | p10–p90 ms | latency ratio |"
     sep = "|---|---:|---:|---:|---:|---:|---:|---:|"
+    if by_threads:
+        first = rows[0].threads
+        head = head.replace("| u |", "| threads | u |") + f" ms vs {first} thread{'s' * (first != 1)} |"
+        sep += "---:|---:|"
     if masked:
         head += " masked ms | masked ratio |"
         sep += "---:|---:|"
     lines = [head, sep]
     full_flops = {(r.model, r.batch_size): r.flops for r in rows if r.u == 1.0}
     for r in rows:
+        threads = f"{r.threads} | " if by_threads else ""
         line = (
-            f"| {r.model} | {r.batch_size} | {r.u:.3f} | {r.flops / 1e6:.2f} | "
+            f"| {r.model} | {r.batch_size} | {threads}{r.u:.3f} | {r.flops / 1e6:.2f} | "
             f"{r.flops / full_flops[(r.model, r.batch_size)]:.3f} | {r.median_ms:.3f} | "
             f"{r.p10_ms:.3f}–{r.p90_ms:.3f} | **{r.ratio:.3f}** |"
         )
+        if by_threads:
+            line += f" {r.thread_ratio:.2f}× |"
         if masked:
             line += f" {r.masked_median_ms:.3f} | {r.masked_ratio:.3f} |"
         lines.append(line)

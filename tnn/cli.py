@@ -51,15 +51,22 @@ def _cmd_info(args: argparse.Namespace) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:
     from tnn.bench import bench_latency, format_table, rows_to_json
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    threads = args.threads or []
+    if len(threads) == 1:
+        torch.set_num_threads(threads[0])
     for name in args.models:
         create_model(name)  # fail early, with the list of known names
     rows = bench_latency(
-        args.models, args.batch_sizes, repeats=args.repeats, warmup=args.warmup, masked=not args.no_masked
+        args.models,
+        args.batch_sizes,
+        repeats=args.repeats,
+        warmup=args.warmup,
+        masked=not args.no_masked,
+        threads=threads if len(threads) > 1 else (),
     )
+    counts = ", ".join(map(str, threads)) if len(threads) > 1 else str(torch.get_num_threads())
     print(
-        f"CPU latency per forward call, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"CPU latency per forward call, torch {torch.__version__}, {counts} threads, "
         f"{args.repeats} interleaved repetitions; ratio = median / median at u=1"
     )
     print(format_table(rows))
@@ -230,7 +237,14 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 64], metavar="B")
     b.add_argument("--repeats", type=int, default=30)
     b.add_argument("--warmup", type=int, default=3)
-    b.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    b.add_argument(
+        "--threads",
+        nargs="+",
+        type=int,
+        default=None,
+        metavar="T",
+        help="torch CPU threads (default: torch's); several counts are timed side by side in one run",
+    )
     b.add_argument("--no-masked", action="store_true", help="skip the masked full-width reference")
     b.add_argument("--json", default=None, help="also write the rows to this JSON file")
     b.set_defaults(func=_cmd_bench)
