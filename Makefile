@@ -53,8 +53,9 @@ bench-env: install fashion-mnist
 # the shipped CPU cost profiles and their figures (run on a quiet machine)
 profiles: install
 	$(VENV)/bin/tnn profile results/models/fashion_mnist-vgg11-tnn/model.pt --device cpu --batch-size 1 --repeats 200 --out results/profiles/fashion_mnist-vgg11-cpu-b1.json
-	$(VENV)/bin/tnn profile resnet20 --device cpu --batch-size 1 --repeats 200 --out results/profiles/cifar10-resnet20-cpu-b1.json
-	$(VENV)/bin/tnn profile resnet20 --device cpu --batch-size 64 --repeats 30 --out results/profiles/cifar10-resnet20-cpu-b64.json
+	$(VENV)/bin/tnn profile resnet20 --device cpu --batch-size 1 --repeats 500 --out results/profiles/cifar10-resnet20-cpu-b1.json
+	$(VENV)/bin/tnn profile resnet20 --device cpu --batch-size 1 --repeats 500 --threads 1 --out results/profiles/cifar10-resnet20-cpu-b1-t1.json
+	$(VENV)/bin/tnn profile resnet20 --device cpu --batch-size 64 --repeats 60 --out results/profiles/cifar10-resnet20-cpu-b64.json
 	$(VENV)/bin/tnn profile-plot results/profiles/*.json --out results/figures
 
 clean:

@@ -745,7 +745,8 @@ def profile_model(
         watts_note = "given"
         if watts is None:
             threads = torch.get_num_threads()
-            watts_note = f"default {DEFAULT_CPU_WATTS_PER_THREAD:g} W per thread × {threads} threads"
+            per = f"{DEFAULT_CPU_WATTS_PER_THREAD:g} W per thread"
+            watts_note = f"default {per} × {threads} thread{'s' * (threads != 1)}"
             watts = DEFAULT_CPU_WATTS_PER_THREAD * threads
         watts = float(watts)
         if not (watts > 0 and 0 <= idle_watts < watts):
@@ -839,7 +840,7 @@ def _describe(profile: CostProfile) -> str:
     idle = f", idle {profile.idle_power_w:.1f} W" if profile.idle_power_w is not None else ""
     text = (
         f"{profile.model} on {profile.device['kind']} ({profile.device['name']}), batch {profile.batch_size}, "
-        f"torch {profile.torch}, {profile.threads} threads{graphs}; {lat} "
+        f"torch {profile.torch}, {profile.threads} thread{'s' * (profile.threads != 1)}{graphs}; {lat} "
         f"({profile.repeats} interleaved repetitions); energy: {profile.energy_source}{idle}"
     )
     if profile.load_avg:
