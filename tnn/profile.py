@@ -867,7 +867,9 @@ def plot_profiles(paths: Sequence[str | os.PathLike], out_dir: str | os.PathLike
     out_dir = Path(out_dir)
 
     def label(path: Path, pr: CostProfile) -> str:
-        return f"{pr.model} · {pr.device['kind']} · b{pr.batch_size} · energy {pr.energy_source} ({path.stem})"
+        n = pr.threads if pr.device["kind"] == "cpu" else None
+        threads = f" · {n} thread{'s' * (n != 1)}" if n else ""
+        return f"{pr.model} · {pr.device['kind']} · b{pr.batch_size}{threads} · energy {pr.energy_source} ({path.stem})"
 
     def panels(axes: Any, path: Path, pr: CostProfile, single: bool) -> None:
         u = np.array(pr.levels_u)
