@@ -35,3 +35,20 @@ def test_env_snippets_run(tmp_path, monkeypatch):
     short = vec.replace('reward="conditioned"))', 'reward="conditioned"), n_steps=8)').replace("100_000", "512")
     assert short != vec.replace("100_000", "512"), "the README's PPO line changed; update this test"
     exec(short, scope)  # a short run of the same code
+
+
+def test_readme_tables_are_what_the_commands_print():
+    """The README pastes command output (shipped profiles, the model table): it must be current."""
+    from tnn.profile import CostProfile, format_table
+    from tnn.report import accuracy_table
+
+    readme = (ROOT / "README.md").read_text()
+    block = readme[readme.index("<!-- profiles: begin -->") : readme.index("<!-- profiles: end -->")]
+    profiles = sorted((ROOT / "results" / "profiles").glob("*.json"))
+    assert profiles
+    for path in profiles:
+        assert format_table(CostProfile.load(path)) in block, f"README's table of {path.name} is stale"
+    models = sorted((ROOT / "results" / "models").glob("*/model.pt"))
+    table = accuracy_table(models)
+    for text in (readme, (ROOT / "results" / "README.md").read_text()):
+        assert f"<!-- tnn report: begin -->\n{table}\n<!-- tnn report: end -->" in text
