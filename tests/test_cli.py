@@ -64,7 +64,13 @@ def test_bench_latency_compares_thread_counts_side_by_side(tmp_path, capsys):
     for one, two in zip(rows[:8], rows[8:], strict=True):
         assert one["u"] == two["u"] and two["thread_ratio"] == two["median_ms"] / one["median_ms"]
     assert rows[7]["ratio"] == rows[15]["ratio"] == 1.0  # u=1 against itself at each count
+    assert json.loads(out_json.read_text())["threads"] == [1, 2]
     assert torch.get_num_threads() == before  # restored
+    assert main([*args, "--threads", "1", "--no-masked", "--json", str(out_json)]) == 0  # one count: no ratio column
+    assert "| threads |" not in (out := capsys.readouterr().out) and ", 1 threads," in out
+    single = json.loads(out_json.read_text())
+    assert single["threads"] == [1] and {r["threads"] for r in single["rows"]} == {1}
+    assert all(r["thread_ratio"] is None for r in single["rows"]) and torch.get_num_threads() == before
     assert main([*args, "--threads", "0", "2"]) == 2
     assert "thread counts must be >= 1" in capsys.readouterr().err
 

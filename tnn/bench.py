@@ -141,9 +141,7 @@ def bench_latency(
                         row = LevelTiming(
                             name, bs, u, model.flops(u), med, _quantile(ts, 0.1), _quantile(ts, 0.9), med / full
                         )
-                        row.threads = t
-                        if len(counts) > 1:
-                            row.thread_ratio = med / first[u]
+                        row.threads, row.thread_ratio = t, (med / first[u] if len(counts) > 1 else None)
                         if masked:
                             row.masked_median_ms = statistics.median(times[t][(u, True)])
                             row.masked_ratio = row.masked_median_ms / full
@@ -185,7 +183,8 @@ def format_table(rows: Sequence[LevelTiming]) -> str:
 
 def rows_to_json(rows: Sequence[LevelTiming]) -> str:
     return json.dumps(
-        {"torch": torch.__version__, "threads": torch.get_num_threads(), "rows": [asdict(r) for r in rows]}, indent=1
+        {"torch": torch.__version__, "threads": sorted({r.threads for r in rows}), "rows": [asdict(r) for r in rows]},
+        indent=1,
     )
 
 

@@ -51,20 +51,18 @@ def _cmd_info(args: argparse.Namespace) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:
     from tnn.bench import bench_latency, format_table, rows_to_json
 
-    threads = args.threads or []
-    if len(threads) == 1:
-        torch.set_num_threads(threads[0])
     for name in args.models:
         create_model(name)  # fail early, with the list of known names
+    threads = args.threads or []
     rows = bench_latency(
         args.models,
         args.batch_sizes,
         repeats=args.repeats,
         warmup=args.warmup,
         masked=not args.no_masked,
-        threads=threads if len(threads) > 1 else (),
+        threads=threads,
     )
-    counts = ", ".join(map(str, threads)) if len(threads) > 1 else str(torch.get_num_threads())
+    counts = ", ".join(map(str, threads)) or str(torch.get_num_threads())
     print(
         f"CPU latency per forward call, torch {torch.__version__}, {counts} threads, "
         f"{args.repeats} interleaved repetitions; ratio = median / median at u=1"
