@@ -96,11 +96,23 @@ def _lams(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, e.g. 0,0.2,0.5; got {text!r}") from None
 
 
+def _observations(text: str) -> list[str]:
+    from envs.throttle import OBSERVATIONS
+
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    bad = [n for n in names if n not in OBSERVATIONS]
+    if bad or not names or len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(
+            f"expected distinct comma-separated observations from {', '.join(OBSERVATIONS)}; got {text!r}"
+        )
+    return names
+
+
 def _cmd_pareto(args: argparse.Namespace) -> int:
     from agents.sweep import SweepConfig, run_sweep
 
     cfg = SweepConfig(
-        env_id=args.env_id or "tnn/Throttle-v0",
+        env_id=args.env_id or ("tnn/ThrottleDiscrete-v0" if args.algo == "dqn" else "tnn/Throttle-v0"),
         env_kwargs=args.env_kwargs or {},
         lams=tuple(args.lams),
         algo=args.algo,
@@ -108,6 +120,7 @@ def _cmd_pareto(args: argparse.Namespace) -> int:
         seed=args.seed,
         methods=tuple(args.methods),
         budget_conditioned=not args.no_budget_conditioned,
+        observations=tuple(args.observations),
         progress=not args.no_progress,
         title=args.title or "",
     )
@@ -155,10 +168,14 @@ def add_cli(sub: Any) -> None:
 
     p = sub.add_parser("pareto", help="sweep λ for a controller and the baselines; pareto.csv + figure")
     p.add_argument("--out", required=True, help="output directory (pareto.csv, pareto.png, metrics.json, runs/)")
-    p.add_argument("--env-id", default=None)
+    p.add_argument(
+        "--env-id",
+        default=None,
+        help="default tnn/Throttle-v0 (tnn/ThrottleDiscrete-v0 for dqn); controllers and baselines all use it",
+    )
     p.add_argument("--env-kwargs", type=_json_arg, default=None, metavar="JSON", help="checkpoint, profile, ...")
     p.add_argument("--lams", type=_lams, default=[0.003, 0.01, 0.03, 0.1, 0.3], help="comma-separated λ values")
-    p.add_argument("--algo", default="ppo", choices=["ppo", "a2c", "sac"])
+    p.add_argument("--algo", default="ppo", choices=["ppo", "a2c", "sac", "dqn"])
     p.add_argument("--timesteps", type=int, default=200_000, help="steps per controller")
     p.add_argument(
         "--methods",
@@ -167,6 +184,14 @@ def add_cli(sub: Any) -> None:
         choices=["static", "random", "oracle", "cascade", "bandit", "controller"],
     )
     p.add_argument("--no-budget-conditioned", action="store_true", help="skip the one-policy-for-all-λ controller")
+    p.add_argument(
+        "--observations",
+        type=_observations,
+        default=["features"],
+        metavar="OBS[,OBS]",
+        help="controller observations to train (features, pixels, none); with several, each λ keeps the one "
+        "with the best val trade-off reward (e.g. features,none: whether the preview pays for its cost)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--title", default=None)
     p.add_argument("--no-progress", action="store_true")

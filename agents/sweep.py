@@ -51,6 +51,7 @@ class SweepConfig:
     seed: int = 0
     methods: tuple[str, ...] = ("static", "random", "oracle", "cascade", "bandit", "controller")
     budget_conditioned: bool = True
+    observations: tuple[str, ...] = ("features",)
     hyperparams: dict = field(default_factory=dict)
     progress: bool = True
     title: str = ""
@@ -179,45 +180,66 @@ def run_sweep(cfg: SweepConfig, out: str | Path, *, command: str = "") -> list[P
         for lam in cfg.lams:
             run(BanditPolicy.fit(table, costs, lam, seed=cfg.seed))
         timings["bandit"] = time.perf_counter() - t
+    selections: list[dict[str, Any]] = []
     if "controller" in cfg.methods:
-        t = stage(f"{cfg.algo}: one controller per λ, {cfg.timesteps:,} steps each")
+        multi = len(cfg.observations) > 1
+        pick = f", the val-best of observation {' / '.join(cfg.observations)}" if multi else ""
+        t = stage(f"{cfg.algo}: one controller per λ{pick}, {cfg.timesteps:,} steps each")
         for lam in cfg.lams:
-            tc = TrainConfig(
-                algo=cfg.algo,
-                lam=lam,
-                env_kwargs=dict(cfg.env_kwargs),
-                hyperparams=dict(cfg.hyperparams),
-                timesteps=cfg.timesteps,
-                seed=cfg.seed,
-                progress=cfg.progress,
-            )
-            m = _train_or_reuse(tc, out / "runs" / f"{cfg.algo}-lam{lam:g}")
+            candidates = []
+            for obs_name in cfg.observations:
+                kwargs = _with_observation(cfg.env_kwargs, obs_name, multi)
+                tc = TrainConfig(
+                    algo=cfg.algo,
+                    env_id=cfg.env_id,
+                    lam=lam,
+                    env_kwargs=kwargs,
+                    hyperparams=dict(cfg.hyperparams),
+                    timesteps=cfg.timesteps,
+                    seed=cfg.seed,
+                    progress=cfg.progress,
+                )
+                run_dir = out / "runs" / (f"{cfg.algo}-lam{lam:g}" + (f"-{obs_name}" if multi else ""))
+                m = _train_or_reuse(tc, run_dir)
+                candidates.append((obs_name, run_dir, kwargs, m))
+            obs_name, m = _select(cfg, lam, candidates, selections, conditioned=False)
+            setting = f"λ={lam:g}" + (f" obs={obs_name}" if multi else "")
+            m = {**m, "setting": setting}
             evaluations.append(m)
-            points.append(ParetoPoint.from_metrics(cfg.algo, f"λ={lam:g}", m))
-            _log(f"  {cfg.algo:<10} λ={lam:<8g} accuracy {m['accuracy']:6.2f}%  energy {m['energy_mj']:.4g} mJ")
+            points.append(ParetoPoint.from_metrics(cfg.algo, setting, m))
+            _log(f"  {cfg.algo:<10} {setting:<10} accuracy {m['accuracy']:6.2f}%  energy {m['energy_mj']:.4g} mJ")
         timings[cfg.algo] = time.perf_counter() - t
         if cfg.budget_conditioned and len(cfg.lams) > 1:
-            t = stage(f"{cfg.algo}-budget: ONE controller, λ drawn per episode in [{min(cfg.lams)}, {max(cfg.lams)}]")
-            tc = TrainConfig(
-                algo=cfg.algo,
-                reward="linear",
-                env_kwargs=_conditioned_env_kwargs(cfg.env_kwargs, cfg.lams),
-                hyperparams=dict(cfg.hyperparams),
-                timesteps=2 * cfg.timesteps,  # one policy for every λ: a harder task, twice the steps
-                seed=cfg.seed,
-                progress=cfg.progress,
-                evaluate_test=False,
-                setting="conditioned",
-            )
-            run_dir = out / "runs" / f"{cfg.algo}-conditioned"
-            _train_or_reuse(tc, run_dir)
+            span = f"[{min(cfg.lams)}, {max(cfg.lams)}]"
+            t = stage(f"{cfg.algo}-budget: ONE controller, λ drawn per episode in {span}{pick}")
             from agents.evaluate import load_controller
 
-            policy, _spec = load_controller(run_dir)
-            policy.name = f"{cfg.algo}-budget"
+            policies = []
+            for obs_name in cfg.observations:
+                kwargs = _with_observation(cfg.env_kwargs, obs_name, multi)
+                tc = TrainConfig(
+                    algo=cfg.algo,
+                    env_id=cfg.env_id,
+                    reward="linear",
+                    env_kwargs=_conditioned_env_kwargs(kwargs, cfg.lams),
+                    hyperparams=dict(cfg.hyperparams),
+                    timesteps=2 * cfg.timesteps,  # one policy for every λ: a harder task, twice the steps
+                    seed=cfg.seed,
+                    progress=cfg.progress,
+                    evaluate_test=False,
+                    setting="conditioned",
+                )
+                run_dir = out / "runs" / (f"{cfg.algo}-conditioned" + (f"-{obs_name}" if multi else ""))
+                _train_or_reuse(tc, run_dir)
+                policy, _spec = load_controller(run_dir)
+                policy.name = f"{cfg.algo}-budget"
+                policies.append((obs_name, run_dir, kwargs, policy))
             for lam in cfg.lams:
-                policy.setting = f"λ={lam:g}"
-                kwargs = {**cfg.env_kwargs, "split": "test", "reward": _pinned_lam_reward(lam, cfg.lams)}
+                reward = _pinned_lam_reward(lam, cfg.lams)
+                candidates = [(o, d, {**k, "reward": reward}, p) for o, d, k, p in policies]
+                obs_name, policy = _select(cfg, lam, candidates, selections, conditioned=True)
+                policy.setting = f"λ={lam:g}" + (f" obs={obs_name}" if multi else "")
+                kwargs = {**_with_observation(cfg.env_kwargs, obs_name, multi), "split": "test", "reward": reward}
                 kwargs.pop("reward_kwargs", None)
                 run(policy, kwargs)
             timings[f"{cfg.algo}-budget"] = time.perf_counter() - t
@@ -236,15 +258,90 @@ def run_sweep(cfg: SweepConfig, out: str | Path, *, command: str = "") -> list[P
             "version": METRICS_VERSION,
             "evaluations": evaluations,
             "hypervolume": hv,
+            "selection": selections,
             "seconds": timings | {"total": total},
         },
     )
     _log(f"[{total:6.1f}s] wrote {out / 'pareto.csv'}, {out / 'pareto.png'}, {out / 'metrics.json'}")
     table = markdown_table(points, hv["energy_mj"], gaps.get("energy_mj"))
+    if selections:
+        table += "\n\n" + selection_table(selections)
     note = f"`{command}` — test split, means per input; costs: {cost_source}\n\n" if command else ""
     atomic_write(out / "pareto.md", lambda fh: fh.write((note + table + "\n").encode()))
     _log(table)
     return points
+
+
+def _with_observation(env_kwargs: Mapping[str, Any], observation: str, multi: bool) -> dict[str, Any]:
+    """The env kwargs of one candidate controller (unchanged when the sweep has one observation)."""
+    return {**env_kwargs, "observation": observation} if multi else dict(env_kwargs)
+
+
+def _val_score(cfg: SweepConfig, lam: float, policy: Any, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """``policy`` over the whole val split: accuracy, cost, and its mean trade-off reward at ``lam``.
+
+    The score is accuracy − λ · (mean cost / u=1 cost), the linear reward averaged per input, with the
+    cost metric the env charges; it decides between candidates without looking at the test split.
+    """
+    val_kwargs = {**kwargs, "split": "val"}
+    env = make_eval_env(cfg.env_id, val_kwargs, copies=EVAL_COPIES if hasattr(policy, "predict_batch") else 1)
+    base = (env[0] if isinstance(env, list) else env).unwrapped
+    metric, full = base.cost_metric, base._full[base.cost_metric]
+    m = evaluate_policy(policy, env, seed=cfg.seed)
+    close_all(env)
+    cost = m[METRIC_OF[metric]] * m["served"] / max(m["inputs"], 1) / full
+    return {"accuracy": m["accuracy"], "cost": cost, "score": m["accuracy"] / 100.0 - lam * cost}
+
+
+def _select(
+    cfg: SweepConfig,
+    lam: float,
+    candidates: Sequence[tuple[str, Path, Mapping[str, Any], Any]],
+    selections: list[dict[str, Any]],
+    *,
+    conditioned: bool,
+) -> tuple[str, Any]:
+    """The candidate (observation, test metrics or policy) with the best val score; logs the choice.
+
+    ``candidates`` holds (observation, run dir, env kwargs, test metrics) — or a policy instead of
+    the metrics for the budget-conditioned controller. One candidate is returned as it is.
+    """
+    if len(candidates) == 1:
+        return candidates[0][0], candidates[0][3]
+    from agents.evaluate import load_controller
+
+    rows = []
+    for obs_name, run_dir, kwargs, item in candidates:
+        if conditioned:
+            policy = item
+        else:  # the env its test evaluation used (eval_env.json), on the val split
+            policy, spec = load_controller(run_dir)
+            kwargs = spec["kwargs"]
+        rows.append({"observation": obs_name, "run": run_dir.name, **_val_score(cfg, lam, policy, kwargs)})
+    best = max(range(len(rows)), key=lambda i: rows[i]["score"])
+    method = f"{cfg.algo}-budget" if conditioned else cfg.algo
+    selections.append({"method": method, "lam": lam, "chosen": rows[best]["observation"], "candidates": rows})
+    desc = ", ".join(f"{r['observation']} {r['score']:.4f}" for r in rows)
+    _log(f"  {method} λ={lam:g}: val score (accuracy − λ·cost) {desc} → {rows[best]['observation']}")
+    return candidates[best][0], candidates[best][3]
+
+
+def selection_table(selections: Sequence[Mapping[str, Any]]) -> str:
+    """Which observation each controller point uses, chosen on val: a markdown table."""
+    lines = [
+        "Controller observation chosen per λ on the val split (score = accuracy − λ · cost / u=1 cost):",
+        "",
+        "| method | λ | candidate | val accuracy (%) | val cost (× u=1) | val score | chosen |",
+        "|---|---:|---|---:|---:|---:|---|",
+    ]
+    for s in selections:
+        for c in s["candidates"]:
+            chosen = "✓" if c["observation"] == s["chosen"] else ""
+            lines.append(
+                f"| {s['method']} | {s['lam']:g} | {c['observation']} | {c['accuracy']:.2f} | {c['cost']:.4f} "
+                f"| {c['score']:.4f} | {chosen} |"
+            )
+    return "\n".join(lines)
 
 
 def _with_profile_file(env_id: str, env_kwargs: Mapping[str, Any], out: Path) -> tuple[dict[str, Any], str]:
@@ -288,6 +385,8 @@ def _train_command(tc: Any, run_dir: Path) -> str:
     import shlex
 
     argv = ["tnn", "train-controller", "--algo", tc.algo, "--reward", tc.reward, "--seed", str(tc.seed)]
+    if tc.env_id:
+        argv += ["--env-id", tc.env_id]
     if tc.lam is not None:
         argv += ["--lam", f"{tc.lam:g}"]
     argv += ["--timesteps", str(tc.timesteps), "--env-kwargs", json.dumps(tc.env_kwargs, ensure_ascii=False)]

@@ -531,3 +531,56 @@ def test_budget_violations_and_unserved_inputs(toy):
     assert spender["budget_violations"] == spender["episodes"] > 0
     assert spender["served"] < N_TOY and sum(spender["u_histogram"].values()) == spender["served"]
     assert saver["budget_violations"] == 0 and saver["served"] == N_TOY
+
+
+def test_pareto_keeps_the_val_best_observation_per_lambda(toy, tmp_path):
+    """With several observations each λ trains one controller per observation and keeps the one whose
+    val trade-off reward is higher (here: does the preview pay for its cost?); the discrete env id
+    reaches the controllers and their recorded commands."""
+    import json
+
+    from agents.pareto import read_pareto_csv
+    from agents.sweep import SweepConfig, run_sweep
+
+    cfg = SweepConfig(
+        env_id="tnn/ThrottleDiscrete-v0",
+        env_kwargs=dict(toy),
+        lams=(0.0, 3.0),
+        timesteps=2048,
+        methods=("controller",),
+        budget_conditioned=False,
+        observations=("features", "none"),
+        progress=False,
+    )
+    out = tmp_path / "sweep"
+    run_sweep(cfg, out)
+    metrics = json.loads((out / "metrics.json").read_text())
+    selections = metrics["selection"]
+    assert [s["lam"] for s in selections] == [0.0, 3.0]
+    points = {p.setting: p for p in read_pareto_csv(out / "pareto.csv")}
+    for s in selections:
+        assert [c["observation"] for c in s["candidates"]] == ["features", "none"]
+        for c in s["candidates"]:
+            assert c["score"] == pytest.approx(c["accuracy"] / 100 - s["lam"] * c["cost"])
+            run = out / "runs" / c["run"]
+            assert json.loads((run / "eval_env.json").read_text())["id"] == "tnn/ThrottleDiscrete-v0"
+            assert "--env-id tnn/ThrottleDiscrete-v0" in (run / "command.txt").read_text()
+            assert json.loads((run / "eval_env.json").read_text())["kwargs"]["observation"] == c["observation"]
+        best = max(s["candidates"], key=lambda c: c["score"])
+        assert s["chosen"] == best["observation"]
+        chosen_test = json.loads((out / "runs" / best["run"] / "metrics.json").read_text())["test"]
+        point = points[f"λ={s['lam']:g} obs={s['chosen']}"]
+        assert point.accuracy == pytest.approx(chosen_test["accuracy"], abs=1e-3)
+        assert point.energy_mj == pytest.approx(chosen_test["energy_mj"], rel=1e-4)
+    assert "chosen" in (out / "pareto.md").read_text()
+
+
+def test_pareto_cli_rejects_unknown_observation(toy, tmp_path, capsys):
+    import json
+
+    from tnn.cli import main
+
+    argv = ["pareto", "--out", str(tmp_path / "p"), "--env-kwargs", json.dumps(toy), "--observations", "features,rgb"]
+    with pytest.raises(SystemExit):
+        main(argv)
+    assert "observations" in capsys.readouterr().err
