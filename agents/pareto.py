@@ -167,6 +167,28 @@ def static_gaps(points: Sequence[ParetoPoint], metric: str = "energy_mj") -> lis
     return [None if p.method == "static" else p.accuracy - float(np.interp(getattr(p, metric), xs, ys)) for p in points]
 
 
+CONTEXT_ONLY = " obs=none"  # the setting suffix of a controller chosen without the preview (tnn pareto)
+
+
+def _coincident(points: Sequence[ParetoPoint], metric: str) -> dict[tuple[float, float], str]:
+    """One label per spot: points drawn on top of each other (cost within 0.5 %, accuracy within
+    0.05 pt) share it, e.g. "λ=0.003,0.01"; the " obs=…" suffix is left to the marker's fill."""
+    groups: dict[tuple[float, float], list[str]] = {}
+    for p in points:
+        x, name = getattr(p, metric), p.setting.split(" obs=")[0]
+        for gx, gy in groups:
+            if abs(gx - x) <= 0.005 * max(abs(gx), 1e-12) and abs(gy - p.accuracy) <= 0.05:
+                groups[(gx, gy)].append(name)
+                break
+        else:
+            groups[(x, p.accuracy)] = [name]
+    labels = {}
+    for spot, names in groups.items():
+        lam = all(n.startswith("λ=") for n in names)
+        labels[spot] = "λ=" + ",".join(n[2:] for n in names) if lam else ", ".join(names)
+    return labels
+
+
 _MARKERS = {"ppo": "o", "ppo-budget": "D", "a2c": "o", "sac": "o", "dqn": "o"}
 _FIXED = {"random": "x", "cascade": "^", "bandit": "s", "oracle": "*"}
 
@@ -218,27 +240,37 @@ def plot_pareto(
                     )
                 continue
             marker = _MARKERS.get(method.split(":")[0], _FIXED.get(method, "o"))
-            ax.scatter(
-                [getattr(p, metric) for p in mine],
-                [p.accuracy for p in mine],
-                marker=marker,
-                s=36,
-                color=color,
-                label=label,
-                zorder=4,
-                edgecolors="k" if marker not in ("x", "+") else None,
-                linewidths=0.4,
-            )
-            for p in mine:
-                if p.setting and method.split(":")[0] in _MARKERS:  # label the controllers' points (legibility)
+            hollow = [p.setting.endswith(CONTEXT_ONLY) for p in mine]  # controllers that skip the preview
+            for flag in (False, True):
+                pts = [p for p, h in zip(mine, hollow, strict=True) if h == flag]
+                if not pts:
+                    continue
+                ax.scatter(
+                    [getattr(p, metric) for p in pts],
+                    [p.accuracy for p in pts],
+                    marker=marker,
+                    s=36,
+                    color="white" if flag else color,
+                    label=None if flag and not all(hollow) else label,
+                    zorder=4,
+                    edgecolors=color if flag else ("k" if marker not in ("x", "+") else None),
+                    linewidths=1.0 if flag else 0.4,
+                )
+            if method.split(":")[0] in _MARKERS:  # label the controllers' points (legibility)
+                below = sum(m.split(":")[0] in _MARKERS for m in methods[: methods.index(method)]) % 2 == 1
+                for (x, y), text in _coincident(mine, metric).items():
                     ax.annotate(
-                        p.setting,
-                        (getattr(p, metric), p.accuracy),
+                        text,
+                        (x, y),
                         fontsize=6,
                         color=color,
-                        xytext=(4, 3),
+                        xytext=(4, -9 if below else 3),
                         textcoords="offset points",
                     )
+        if any(p.setting.endswith(CONTEXT_ONLY) for p in points):
+            ax.scatter(
+                [], [], marker="o", s=36, color="white", edgecolors="0.3", label="hollow: no preview (context only)"
+            )
         ax.set_xlabel(METRICS.get(metric, metric))
         ax.set_ylabel("test accuracy (%)")
         ax.grid(alpha=0.3)

@@ -3,7 +3,11 @@
 For each trade-off λ it trains a controller (one policy per λ) and tunes the ``cascade`` and
 ``bandit`` baselines on ``val``; it evaluates them, every ``static`` level, ``random`` and the
 ``oracle`` upper bound on ``test`` through the same loop, and optionally one budget-conditioned
-controller (λ drawn per episode and shown in the context) traced across the same λ values. Results:
+controller (λ drawn per episode and shown in the context) traced across the same λ values. With
+several ``observations`` (e.g. ``features`` and ``none``) each controller is trained once per
+observation and each λ keeps the one with the higher trade-off reward on the whole ``val`` split:
+the preview that ``features`` shows costs the lowest level's price on every input, and where that
+price outweighs what it tells, a controller without it does better. Results:
 ``pareto.csv``, ``pareto.png`` (accuracy against energy, latency and FLOPs), ``pareto.md`` (the table,
 with each point's gain over the static front at equal energy), ``metrics.json`` (every evaluation,
 the hypervolumes, those gains and timings), ``config.yml`` and ``command.txt``, and ``runs/`` with each
@@ -427,6 +431,7 @@ def _log(msg: str) -> None:
 
 DEMO_LAMS = (0.01, 0.03, 0.1, 0.3)
 DEMO_TIMESTEPS = 200_000
+DEMO_OBSERVATIONS = ("features", "none")  # with and without the preview; val decides per λ
 
 
 def run_demo(out: str | Path = "results/demo", *, timesteps: int | None = None, command: str = "") -> list[ParetoPoint]:
@@ -434,6 +439,7 @@ def run_demo(out: str | Path = "results/demo", *, timesteps: int | None = None, 
     cfg = SweepConfig(
         lams=DEMO_LAMS,
         timesteps=timesteps or DEMO_TIMESTEPS,
+        observations=DEMO_OBSERVATIONS,
         title="Fashion-MNIST VGG-11 TNN (shipped), test split: accuracy vs cost per input",
     )
     return run_sweep(cfg, out, command=command or "tnn demo")

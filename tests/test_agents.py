@@ -584,3 +584,17 @@ def test_pareto_cli_rejects_unknown_observation(toy, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(argv)
     assert "observations" in capsys.readouterr().err
+
+
+def test_plot_labels_coincident_points_once_and_marks_context_only(tmp_path):
+    from agents.pareto import ParetoPoint, _coincident, plot_pareto
+
+    pts = [
+        ParetoPoint("ppo", "λ=0.01 obs=none", 90.0, 10.0, 1.0, 1e6),
+        ParetoPoint("ppo", "λ=0.03 obs=none", 90.01, 10.02, 1.0, 1e6),
+        ParetoPoint("ppo", "λ=0.1 obs=features", 88.0, 6.0, 0.6, 6e5),
+        ParetoPoint("ppo", "conditioned", 85.0, 4.0, 0.4, 4e5),
+    ]
+    assert sorted(_coincident(pts, "energy_mj").values()) == ["conditioned", "λ=0.01,0.03", "λ=0.1"]
+    statics = [ParetoPoint("static", f"{u:g}", 80 + 10 * u, 10 * u, u, 1e6 * u) for u in (0.25, 0.5, 1.0)]
+    assert plot_pareto(statics + pts, tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
