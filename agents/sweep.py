@@ -240,12 +240,11 @@ def run_sweep(cfg: SweepConfig, out: str | Path, *, command: str = "") -> list[P
                 policies.append((obs_name, run_dir, kwargs, policy))
             for lam in cfg.lams:
                 reward = _pinned_lam_reward(lam, cfg.lams)
-                candidates = [(o, d, {**k, "reward": reward}, p) for o, d, k, p in policies]
+                candidates = [(o, d, _pinned_kwargs(k, reward), p) for o, d, k, p in policies]
                 obs_name, policy = _select(cfg, lam, candidates, selections, conditioned=True)
                 policy.setting = f"λ={lam:g}" + (f" obs={obs_name}" if multi else "")
-                kwargs = {**_with_observation(cfg.env_kwargs, obs_name, multi), "split": "test", "reward": reward}
-                kwargs.pop("reward_kwargs", None)
-                run(policy, kwargs)
+                kwargs = _pinned_kwargs(_with_observation(cfg.env_kwargs, obs_name, multi), reward)
+                run(policy, {**kwargs, "split": "test"})
             timings[f"{cfg.algo}-budget"] = time.perf_counter() - t
 
     write_pareto_csv(out / "pareto.csv", points)
@@ -279,6 +278,13 @@ def run_sweep(cfg: SweepConfig, out: str | Path, *, command: str = "") -> list[P
 def _with_observation(env_kwargs: Mapping[str, Any], observation: str, multi: bool) -> dict[str, Any]:
     """The env kwargs of one candidate controller (unchanged when the sweep has one observation)."""
     return {**env_kwargs, "observation": observation} if multi else dict(env_kwargs)
+
+
+def _pinned_kwargs(env_kwargs: Mapping[str, Any], reward: Any) -> dict[str, Any]:
+    """Env kwargs with the budget-conditioned controller's reward pinned to one λ (its own kwargs dropped)."""
+    kwargs = {**env_kwargs, "reward": reward}
+    kwargs.pop("reward_kwargs", None)
+    return kwargs
 
 
 def _val_score(cfg: SweepConfig, lam: float, policy: Any, kwargs: Mapping[str, Any]) -> dict[str, Any]:

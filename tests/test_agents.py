@@ -533,6 +533,7 @@ def test_budget_violations_and_unserved_inputs(toy):
     assert saver["budget_violations"] == 0 and saver["served"] == N_TOY
 
 
+@pytest.mark.slow
 def test_pareto_keeps_the_val_best_observation_per_lambda(toy, tmp_path):
     """With several observations each λ trains one controller per observation and keeps the one whose
     val trade-off reward is higher (here: does the preview pay for its cost?); the discrete env id
@@ -548,16 +549,22 @@ def test_pareto_keeps_the_val_best_observation_per_lambda(toy, tmp_path):
         lams=(0.0, 3.0),
         timesteps=2048,
         methods=("controller",),
-        budget_conditioned=False,
         observations=("features", "none"),
         progress=False,
     )
     out = tmp_path / "sweep"
     run_sweep(cfg, out)
     metrics = json.loads((out / "metrics.json").read_text())
-    selections = metrics["selection"]
+    selections = [s for s in metrics["selection"] if s["method"] == "ppo"]
     assert [s["lam"] for s in selections] == [0.0, 3.0]
-    points = {p.setting: p for p in read_pareto_csv(out / "pareto.csv")}
+    points = {p.setting: p for p in read_pareto_csv(out / "pareto.csv") if p.method == "ppo"}
+    budget = [s for s in metrics["selection"] if s["method"] == "ppo-budget"]
+    assert [s["lam"] for s in budget] == [0.0, 3.0]  # the conditioned policy: trained both ways, val picks per λ
+    for s in budget:
+        assert [c["run"] for c in s["candidates"]] == ["ppo-conditioned-features", "ppo-conditioned-none"]
+        assert s["chosen"] == max(s["candidates"], key=lambda c: c["score"])["observation"]
+    traced = [p.setting for p in read_pareto_csv(out / "pareto.csv") if p.method == "ppo-budget"]
+    assert traced == [f"λ={s['lam']:g} obs={s['chosen']}" for s in budget]
     for s in selections:
         assert [c["observation"] for c in s["candidates"]] == ["features", "none"]
         for c in s["candidates"]:
