@@ -1,5 +1,6 @@
 """Pretraining: the recipe's pieces, learning, resumption, determinism, torchrun/DDP, evaluate."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -117,6 +118,30 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path):
         torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
     with pytest.raises(tnn.CheckpointError, match="different config"):
         pretrain(small_config(root, epochs=3), tmp_path / "b", resume=True, log=quiet)
+
+
+def test_per_epoch_validation_recalibrates_batchnorm_without_changing_training(tmp_path):
+    """Validation re-estimates each level's BatchNorm statistics first; the weights trained are the
+    same as without it (training-mode BatchNorm uses batch statistics), only what validation shows
+    differs."""
+    root = write_learnable_fmnist(tmp_path / "fm", n_train=200, n_test=40)
+    plain = pretrain(small_config(root, epochs=2, val_recalibration=0, bn_recalibration=0), tmp_path / "a", log=quiet)
+    recal = pretrain(small_config(root, epochs=2, val_recalibration=2, bn_recalibration=0), tmp_path / "b", log=quiet)
+    for (name, a), b in zip(plain.model.state_dict().items(), recal.model.state_dict().values(), strict=True):
+        if "running_" not in name and "num_batches" not in name:
+            torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+    stats = [n for n in plain.model.state_dict() if n.endswith("running_mean")]
+    assert any(not torch.equal(plain.model.state_dict()[n], recal.model.state_dict()[n]) for n in stats)
+    assert [r["loss"] for r in plain.history] == [r["loss"] for r in recal.history]
+
+
+def test_runs_saved_before_a_config_field_existed_still_resume(tmp_path):
+    from tnn.train import _with_new_defaults
+
+    current = dataclasses.asdict(PretrainConfig())
+    older = {k: v for k, v in current.items() if k != "val_recalibration"}
+    assert _with_new_defaults(older) == current
+    assert _with_new_defaults({**older, "epochs": 7}) != current  # a real difference still refuses
 
 
 def test_cpu_bf16_learns_and_is_deterministic(tmp_path):

@@ -88,6 +88,10 @@ class PretrainConfig:
     bn_recalibration: int = 20
     """batches (of batch_size training images) that re-estimate every level's BatchNorm statistics
     after training (0: keep the running averages)"""
+    val_recalibration: int = 5
+    """batches per level that re-estimate the BatchNorm statistics before each epoch's validation, so
+    that the per-level accuracy it shows is what the weights give (0: the running averages, which lag
+    for levels drawn on few steps); training itself is unaffected (it normalises with batch statistics)"""
 
 
 @dataclass
@@ -203,6 +207,16 @@ def recalibrate_batchnorm(
     model.train(was_training)
 
 
+def _with_new_defaults(saved: Any) -> Any:
+    """A saved run's config with the fields added to PretrainConfig since then set to their defaults,
+    so that a run started by an older version resumes (only if those defaults are what it asks for)."""
+    if not isinstance(saved, dict):
+        return saved
+    defaults = {f.name: f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+                for f in dataclasses.fields(PretrainConfig)}  # fmt: skip
+    return {**{k: v for k, v in defaults.items() if k not in saved}, **saved}
+
+
 def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     decay, no_decay = [], []
     for name, p in model.named_parameters():
@@ -308,7 +322,7 @@ def pretrain(
     state_path = out / "last.pt"
     if resume and state_path.is_file():
         state = torch.load(state_path, map_location="cpu", weights_only=True)
-        if state.get("version") != STATE_VERSION or state.get("config") != dataclasses.asdict(cfg):
+        if state.get("version") != STATE_VERSION or _with_new_defaults(state.get("config")) != dataclasses.asdict(cfg):
             raise CheckpointError(f"{state_path} was written by a different config or version; start a new run")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -368,6 +382,16 @@ def pretrain(
                 print(f"\repoch {epoch + 1}/{cfg.epochs} step {step + 1}/{steps_per_epoch}", end="", file=sys.stderr)
         if progress:
             print("\r\033[K", end="", file=sys.stderr, flush=True)  # clear the progress line
+        if cfg.val_recalibration:  # its own generator: the training draws stay as they were
+            recalibrate_batchnorm(
+                model,
+                x_train,
+                batches=cfg.val_recalibration,
+                batch_size=cfg.batch_size,
+                generator=torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch + 77),
+                augment=augment,
+                bf16=use_amp,
+            )
         val = evaluate(model, x_val, y_val, batch_size=cfg.eval_batch_size)
         row = {
             "epoch": epoch + 1,
