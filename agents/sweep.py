@@ -128,8 +128,6 @@ def run_sweep(cfg: SweepConfig, out: str | Path, *, command: str = "") -> list[P
     """Run the sweep into ``out``; see the module docstring."""
     import yaml
 
-    from agents.train import TrainConfig
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     text = yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False, allow_unicode=True)
@@ -190,23 +188,8 @@ def run_sweep(cfg: SweepConfig, out: str | Path, *, command: str = "") -> list[P
         pick = f", the val-best of observation {' / '.join(cfg.observations)}" if multi else ""
         t = stage(f"{cfg.algo}: one controller per λ{pick}, {cfg.timesteps:,} steps each")
         for lam in cfg.lams:
-            candidates = []
-            for obs_name in cfg.observations:
-                kwargs = _with_observation(cfg.env_kwargs, obs_name, multi)
-                tc = TrainConfig(
-                    algo=cfg.algo,
-                    env_id=cfg.env_id,
-                    lam=lam,
-                    env_kwargs=kwargs,
-                    hyperparams=dict(cfg.hyperparams),
-                    timesteps=cfg.timesteps,
-                    seed=cfg.seed,
-                    progress=cfg.progress,
-                )
-                run_dir = out / "runs" / (f"{cfg.algo}-lam{lam:g}" + (f"-{obs_name}" if multi else ""))
-                m = _train_or_reuse(tc, run_dir)
-                candidates.append((obs_name, run_dir, kwargs, m))
-            obs_name, m = _select(cfg, lam, candidates, selections, conditioned=False)
+            candidates = _train_per_observation(cfg, out, lam)
+            obs_name, _run_dir, _kwargs, m = _select(cfg, lam, candidates, selections, conditioned=False)
             setting = f"λ={lam:g}" + (f" obs={obs_name}" if multi else "")
             m = {**m, "setting": setting}
             evaluations.append(m)
@@ -219,31 +202,15 @@ def run_sweep(cfg: SweepConfig, out: str | Path, *, command: str = "") -> list[P
             from agents.evaluate import load_controller
 
             policies = []
-            for obs_name in cfg.observations:
-                kwargs = _with_observation(cfg.env_kwargs, obs_name, multi)
-                tc = TrainConfig(
-                    algo=cfg.algo,
-                    env_id=cfg.env_id,
-                    reward="linear",
-                    env_kwargs=_conditioned_env_kwargs(kwargs, cfg.lams),
-                    hyperparams=dict(cfg.hyperparams),
-                    timesteps=2 * cfg.timesteps,  # one policy for every λ: a harder task, twice the steps
-                    seed=cfg.seed,
-                    progress=cfg.progress,
-                    evaluate_test=False,
-                    setting="conditioned",
-                )
-                run_dir = out / "runs" / (f"{cfg.algo}-conditioned" + (f"-{obs_name}" if multi else ""))
-                _train_or_reuse(tc, run_dir)
+            for obs_name, run_dir, kwargs, _metrics in _train_per_observation(cfg, out, None):
                 policy, _spec = load_controller(run_dir)
                 policy.name = f"{cfg.algo}-budget"
                 policies.append((obs_name, run_dir, kwargs, policy))
             for lam in cfg.lams:
                 reward = _pinned_lam_reward(lam, cfg.lams)
                 candidates = [(o, d, _pinned_kwargs(k, reward), p) for o, d, k, p in policies]
-                obs_name, policy = _select(cfg, lam, candidates, selections, conditioned=True)
+                obs_name, _run_dir, kwargs, policy = _select(cfg, lam, candidates, selections, conditioned=True)
                 policy.setting = f"λ={lam:g}" + (f" obs={obs_name}" if multi else "")
-                kwargs = _pinned_kwargs(_with_observation(cfg.env_kwargs, obs_name, multi), reward)
                 run(policy, {**kwargs, "split": "test"})
             timings[f"{cfg.algo}-budget"] = time.perf_counter() - t
 
@@ -273,6 +240,43 @@ def run_sweep(cfg: SweepConfig, out: str | Path, *, command: str = "") -> list[P
     atomic_write(out / "pareto.md", lambda fh: fh.write((note + table + "\n").encode()))
     _log(table)
     return points
+
+
+def _train_per_observation(
+    cfg: SweepConfig, out: Path, lam: float | None
+) -> list[tuple[str, Path, dict[str, Any], dict[str, Any]]]:
+    """Train (or reuse) one controller per observation of the sweep: for ``lam``, or with ``lam=None``
+    the budget-conditioned one (λ drawn per episode). Returns (observation, run dir, env kwargs, test
+    metrics — empty for the conditioned controller, which is evaluated per λ afterwards)."""
+    from agents.train import TrainConfig
+
+    multi = len(cfg.observations) > 1
+    common = {
+        "algo": cfg.algo,
+        "env_id": cfg.env_id,
+        "hyperparams": dict(cfg.hyperparams),
+        "seed": cfg.seed,
+        "progress": cfg.progress,
+    }
+    made = []
+    for obs_name in cfg.observations:
+        kwargs = _with_observation(cfg.env_kwargs, obs_name, multi)
+        if lam is None:
+            stem = f"{cfg.algo}-conditioned"
+            tc = TrainConfig(
+                **common,
+                reward="linear",
+                env_kwargs=_conditioned_env_kwargs(kwargs, cfg.lams),
+                timesteps=2 * cfg.timesteps,  # one policy for every λ: a harder task, twice the steps
+                evaluate_test=False,
+                setting="conditioned",
+            )
+        else:
+            stem = f"{cfg.algo}-lam{lam:g}"
+            tc = TrainConfig(**common, lam=lam, env_kwargs=kwargs, timesteps=cfg.timesteps)
+        run_dir = out / "runs" / (stem + (f"-{obs_name}" if multi else ""))
+        made.append((obs_name, run_dir, kwargs, _train_or_reuse(tc, run_dir)))
+    return made
 
 
 def _with_observation(env_kwargs: Mapping[str, Any], observation: str, multi: bool) -> dict[str, Any]:
@@ -310,14 +314,14 @@ def _select(
     selections: list[dict[str, Any]],
     *,
     conditioned: bool,
-) -> tuple[str, Any]:
-    """The candidate (observation, test metrics or policy) with the best val score; logs the choice.
+) -> tuple[str, Path, Mapping[str, Any], Any]:
+    """The candidate with the best val score, recorded in ``selections`` and logged.
 
     ``candidates`` holds (observation, run dir, env kwargs, test metrics) — or a policy instead of
     the metrics for the budget-conditioned controller. One candidate is returned as it is.
     """
     if len(candidates) == 1:
-        return candidates[0][0], candidates[0][3]
+        return candidates[0]
     from agents.evaluate import load_controller
 
     rows = []
@@ -333,7 +337,7 @@ def _select(
     selections.append({"method": method, "lam": lam, "chosen": rows[best]["observation"], "candidates": rows})
     desc = ", ".join(f"{r['observation']} {r['score']:.4f}" for r in rows)
     _log(f"  {method} λ={lam:g}: val score (accuracy − λ·cost) {desc} → {rows[best]['observation']}")
-    return candidates[best][0], candidates[best][3]
+    return candidates[best]
 
 
 def selection_table(selections: Sequence[Mapping[str, Any]]) -> str:
