@@ -217,6 +217,19 @@ def _with_new_defaults(saved: Any) -> Any:
     return {**{k: v for k, v in defaults.items() if k not in saved}, **saved}
 
 
+RUNTIME_FIELDS = ("threads", "data_root", "eval_batch_size")
+"""Config fields a resumed run may change: where the data lies and how fast it runs, not what it learns."""
+
+
+def _config_changes(saved: Any, cfg: dict[str, Any]) -> str:
+    """The fields (outside RUNTIME_FIELDS) whose saved values differ from ``cfg``, as "name: old → new"."""
+    if not isinstance(saved, dict):
+        return "no config saved"
+    saved = _with_new_defaults(saved)
+    keys = sorted((set(saved) | set(cfg)) - set(RUNTIME_FIELDS))
+    return ", ".join(f"{k}: {saved.get(k)!r} → {cfg.get(k)!r}" for k in keys if saved.get(k) != cfg.get(k))
+
+
 def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     decay, no_decay = [], []
     for name, p in model.named_parameters():
@@ -322,8 +335,17 @@ def pretrain(
     state_path = out / "last.pt"
     if resume and state_path.is_file():
         state = torch.load(state_path, map_location="cpu", weights_only=True)
-        if state.get("version") != STATE_VERSION or _with_new_defaults(state.get("config")) != dataclasses.asdict(cfg):
-            raise CheckpointError(f"{state_path} was written by a different config or version; start a new run")
+        if state.get("version") != STATE_VERSION:
+            raise CheckpointError(
+                f"{state_path} has run-state version {state.get('version')!r}, this tnn writes {STATE_VERSION}; "
+                "start a new run (another --out) or resume with the tnn version that wrote it"
+            )
+        changed = _config_changes(state.get("config"), dataclasses.asdict(cfg))
+        if changed:
+            raise CheckpointError(
+                f"{state_path} was written by a different config ({changed}); resume with the same flags "
+                f"(its config.json) or start a new run (another --out)"
+            )
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start_epoch, history = state["epoch"], state["history"]
