@@ -2,6 +2,9 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_VERSION ?= 2.13.0
+# where torch comes from: empty = pip's configured index; on a Linux machine whose index serves the CUDA
+# build, TORCH_INDEX=https://download.pytorch.org/whl/cpu gets the CPU one
+TORCH_INDEX ?=
 FASHION_MNIST := /usr/share/datasets/fashion-mnist
 
 .PHONY: install demo test test-slow lint format bench bench-env profiles fashion-mnist clean
@@ -9,7 +12,7 @@ FASHION_MNIST := /usr/share/datasets/fashion-mnist
 # torch first, pinned: an unpinned torch (or one pulled in by another package) is a multi-GB CUDA build
 $(VENV)/.installed: pyproject.toml constraints.txt
 	@test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet torch==$(TORCH_VERSION)
+	$(PY) -m pip install --quiet torch==$(TORCH_VERSION) $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[agents,dev]'
 	@touch $@
 
