@@ -10,6 +10,8 @@ become linear schedules; ``policy_kwargs`` is a plain mapping (never an ``eval``
 from __future__ import annotations
 
 import inspect
+import types
+import typing
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,16 @@ ALGOS = ("ppo", "a2c", "sac", "dqn")
 META_KEYS = ("policy", "n_envs", "n_timesteps", "normalize", "normalize_kwargs")
 _SCHEDULE_KEYS = ("learning_rate", "clip_range", "clip_range_vf")
 _RESERVED = ("self", "env", "policy", "seed", "verbose", "tensorboard_log", "device", "_init_setup_model")
+
+
+_RESERVED_HOW = "the env, seed and device come from the run's own options, verbose and tensorboard_log are fixed"
+_META_TYPES: dict[str, Any] = {
+    "policy": str,
+    "n_envs": int,
+    "n_timesteps": int,
+    "normalize": bool,
+    "normalize_kwargs": dict,
+}
 
 
 class HyperparamError(ValueError):
@@ -57,6 +69,42 @@ def _parse_value(key: str, value: Any) -> Any:
     return value
 
 
+def _type_mismatch(value: Any, annotation: Any) -> str:
+    """What ``value`` should be when it does not fit ``annotation``; empty when it fits (or when the
+    annotation is beyond this check).
+
+    Covers what YAML and JSON can hold (numbers, bools, strings, mappings, None) and schedules, so a
+    value the algorithm would only trip over deep inside its constructor fails here, naming its key.
+    """
+    union = isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union
+    members = typing.get_args(annotation) if union else (annotation,)
+    names = []
+    for member in members:
+        origin = typing.get_origin(member) or member
+        if origin is type(None):
+            ok, name = value is None, "None"
+        elif origin is bool:
+            ok, name = isinstance(value, bool), "true/false"
+        elif origin is int:
+            ok, name = isinstance(value, int) and not isinstance(value, bool), "an integer"
+        elif origin is float:
+            ok, name = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
+        elif origin is str:
+            ok, name = isinstance(value, str), "a string"
+        elif origin is dict:
+            ok, name = isinstance(value, Mapping), "a mapping"
+        elif origin is tuple:
+            ok, name = isinstance(value, tuple), "a tuple"
+        elif origin is Callable:
+            ok, name = callable(value), "a lin_X schedule"
+        else:  # a class, a device, ...: nothing YAML writes, and nothing to check here
+            return ""
+        if ok:
+            return ""
+        names.append(name)
+    return " or ".join(names)
+
+
 def load_hyperparams(
     algo: str,
     env_id: str,
@@ -83,13 +131,27 @@ def load_hyperparams(
         raise HyperparamError(f"{path}: no entry for {env_id!r} and no 'default'; add one of them")
     raw.update(overrides or {})
 
-    accepted = set(inspect.signature(cls.__init__).parameters) - set(_RESERVED)
+    where = f"{path.name} [{env_id}]" + (f" + {dict(overrides)}" if overrides else "")
+    params = inspect.signature(cls.__init__).parameters
+    reserved = sorted(k for k in raw if k in _RESERVED and k not in META_KEYS)
+    if reserved:
+        raise HyperparamError(
+            f"{where}: {', '.join(map(repr, reserved))} is set by tnn, not by hyperparameters "
+            f"({_RESERVED_HOW}); drop it"
+        )
+    accepted = set(params) - set(_RESERVED)
     unknown = sorted(k for k in raw if k not in accepted and k not in META_KEYS)
     if unknown:
         raise HyperparamError(
-            f"{path.name} [{env_id}]: {algo.upper()} does not take {', '.join(map(repr, unknown))}; "
+            f"{where}: {algo.upper()} does not take {', '.join(map(repr, unknown))}; "
             f"valid keys: {', '.join(sorted(accepted | set(META_KEYS)))}"
         )
+    for key, value in raw.items():
+        annotation = _META_TYPES[key] if key in META_KEYS else params[key].annotation
+        value = _parse_value(key, value) if key in _SCHEDULE_KEYS else value
+        expected = _type_mismatch(value, annotation)
+        if expected:
+            raise HyperparamError(f"{where}: {key} must be {expected}, got {value!r} ({type(value).__name__})")
     meta = {
         "policy": raw.pop("policy", "MultiInputPolicy"),
         "n_envs": int(raw.pop("n_envs", 1)),
@@ -97,8 +159,6 @@ def load_hyperparams(
         "normalize": bool(raw.pop("normalize", False)),
         "normalize_kwargs": dict(raw.pop("normalize_kwargs", None) or {}),
     }
-    if "policy_kwargs" in raw and not isinstance(raw["policy_kwargs"], Mapping):
-        raise HyperparamError(f"{path.name} [{env_id}]: policy_kwargs must be a mapping, e.g. {{net_arch: [64, 64]}}")
     kwargs = {k: _parse_value(k, v) for k, v in raw.items()}
     return meta, kwargs
 

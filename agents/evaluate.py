@@ -7,6 +7,7 @@ them (preview included), budget violations, and a histogram of the chosen u.
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 from collections.abc import Mapping
@@ -15,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from agents.env_kwargs import check_env_kwargs
 from tnn.checkpoint import atomic_write
 
 __all__ = [
@@ -25,7 +27,9 @@ __all__ = [
     "close_all",
     "evaluate_policy",
     "load_controller",
+    "load_vecnormalize",
     "make_eval_env",
+    "run_normalizes",
     "write_json",
 ]
 
@@ -52,16 +56,27 @@ def _jsonable(x: Any) -> Any:
 
 
 def make_eval_env(env_id: str, env_kwargs: Mapping[str, Any], copies: int = 1) -> Any:
-    """``gymnasium.make(env_id, **env_kwargs)`` in sequential mode (each input once); a list if ``copies`` > 1."""
+    """``gymnasium.make(env_id, **env_kwargs)`` in sequential mode (each input once); a list if ``copies`` > 1.
+
+    A reward object (not a name) is deep-copied into each env, as ``ThrottleVecEnv`` does: the copies
+    run different episodes at once, and the caller's object stays as it was.
+    """
     import gymnasium
 
     import envs  # noqa: F401  (registers the ids)
 
     kwargs = dict(env_kwargs)
     kwargs["sequential"] = True
-    made = [gymnasium.make(env_id, **kwargs)]
+    check_env_kwargs(env_id, kwargs)
+    reward = kwargs.get("reward")
+    stateful = reward is not None and not isinstance(reward, str)  # a reward object keeps per-episode state
+
+    def make() -> Any:
+        return gymnasium.make(env_id, **(kwargs | {"reward": copy.deepcopy(reward)} if stateful else kwargs))
+
+    made = [make()]
     kwargs["profile"] = made[0].unwrapped.profile  # the copies share it (a FLOPs fallback is computed once)
-    made += [gymnasium.make(env_id, **kwargs) for _ in range(copies - 1)]
+    made += [make() for _ in range(copies - 1)]
     return made[0] if copies == 1 else made
 
 
@@ -118,18 +133,52 @@ def load_controller(run_dir: str | Path, device: str = "cpu") -> tuple[SB3Policy
         )
     algo = spec.get("algo", "ppo")
     model = algo_class(algo).load(run / "model.zip", device=device)
+    stats = run / "vecnormalize.pkl"
     vecnorm = None
-    if (run / "vecnormalize.pkl").is_file():
-        vecnorm = _load_vecnormalize(run / "vecnormalize.pkl")
+    if stats.is_file():
+        vecnorm = load_vecnormalize(stats)
+    elif run_normalizes(run):
+        raise FileNotFoundError(
+            f"{stats} is missing: {run} was trained with normalize: true (its config.yml), and its policy "
+            "reads observations normalised by those statistics; restore the file or retrain the run"
+        )
     return SB3Policy(model, vecnorm, name=algo, setting=str(spec.get("setting", ""))), spec
 
 
-def _load_vecnormalize(path: Path) -> Any:
-    """Observation statistics only (no env needed): SB3's pickle of our own run directory."""
+def run_normalizes(run_dir: str | Path) -> bool:
+    """Whether a controller run was trained with ``VecNormalize`` (its ``config.yml``; False without one)."""
+    import yaml
+
+    path = Path(run_dir) / "config.yml"
+    if not path.is_file():
+        return False
+    config = yaml.safe_load(path.read_text()) or {}
+    return bool(config.get("meta", {}).get("normalize", False))
+
+
+def load_vecnormalize(path: str | Path, venv: Any = None) -> Any:
+    """SB3's ``VecNormalize`` pickle of a run of ours, for ``venv`` (statistics only, frozen, without one).
+
+    A truncated or foreign file is a ValueError naming it, not an unpickling traceback.
+    """
     import pickle
 
-    with open(path, "rb") as fh:
-        vecnorm = pickle.load(fh)  # written by this package's training; never load pickles from elsewhere
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    fix = "restore it from the run, or retrain the run (another --out)"
+    try:
+        with open(path, "rb") as fh:
+            vecnorm = pickle.load(fh)  # written by this package's training; never load pickles from elsewhere
+    except Exception as err:  # truncated or foreign: unpickling errors are many and unspecified
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise ValueError(
+            f"{path} is corrupt or not VecNormalize statistics ({type(err).__name__}: {first}); {fix}"
+        ) from None
+    if not isinstance(vecnorm, VecNormalize):
+        raise ValueError(f"{path} holds a {type(vecnorm).__name__}, not VecNormalize statistics; {fix}")
+    if venv is not None:
+        vecnorm.set_venv(venv)
+        return vecnorm
     vecnorm.training = False
     vecnorm.norm_reward = False
     return vecnorm

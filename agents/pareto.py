@@ -37,7 +37,11 @@ __all__ = [
 ]
 
 COLUMNS = ("method", "setting", "accuracy", "energy_mj", "latency_ms", "flops")
-METRICS = {"energy_mj": "energy per input (mJ)", "latency_ms": "latency per input (ms)", "flops": "FLOPs per input"}
+METRICS = {
+    "energy_mj": "energy per input (mJ)",
+    "latency_ms": "latency of the batch call (ms)",
+    "flops": "FLOPs per input",
+}
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,8 @@ price outweighs what it tells, a controller without it does better. Results:
 ``pareto.csv``, ``pareto.png`` (accuracy against energy, latency and FLOPs), ``pareto.md`` (the table,
 with each point's gain over the static front at equal energy), ``metrics.json`` (every evaluation,
 the hypervolumes, those gains and timings), ``config.yml`` and ``command.txt``, and ``runs/`` with each
-controller's run directory (a finished run is reused, so an interrupted sweep continues).
+controller's run directory (a finished run is reused, so an interrupted sweep continues; a run
+trained with other settings than the sweep's is refused, not reused).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from agents.baselines import (
     cost_fractions,
     eval_kwargs_for,
 )
+from agents.env_kwargs import check_env_kwargs
 from agents.evaluate import EVAL_COPIES, METRICS_VERSION, close_all, evaluate_policy, make_eval_env, write_json
 from agents.pareto import ParetoPoint, hypervolumes, plot_pareto, static_gaps, write_pareto_csv
 from tnn.checkpoint import atomic_write
@@ -66,6 +68,7 @@ def _make(env_id: str, kwargs: Mapping[str, Any]) -> Any:
 
     import envs  # noqa: F401
 
+    check_env_kwargs(env_id, kwargs)
     return gymnasium.make(env_id, **kwargs)
 
 
@@ -129,14 +132,19 @@ def run_sweep(cfg: SweepConfig, out: str | Path, *, command: str = "") -> list[P
     import yaml
 
     out = Path(out)
+    check_env_kwargs(cfg.env_id, cfg.env_kwargs)
     out.mkdir(parents=True, exist_ok=True)
     text = yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False, allow_unicode=True)
-    atomic_write(out / "config.yml", lambda fh: fh.write(text.encode()))
-    if command:
-        atomic_write(out / "command.txt", lambda fh: fh.write((command + "\n").encode()))
     t_start = time.perf_counter()
     env_kwargs, cost_source = _with_profile_file(cfg.env_id, cfg.env_kwargs, out)
     cfg = dataclasses.replace(cfg, env_kwargs=env_kwargs, title=f"{cfg.title}\ncosts: {cost_source}".strip())
+    if "controller" in cfg.methods:  # a stale controller run fails now, not after the baselines
+        for lam in _controller_lams(cfg):
+            for _obs, run_dir, _kwargs, tc in _controller_runs(cfg, out, lam):
+                _check_reusable(tc, run_dir)
+    atomic_write(out / "config.yml", lambda fh: fh.write(text.encode()))
+    if command:
+        atomic_write(out / "command.txt", lambda fh: fh.write((command + "\n").encode()))
     test_kwargs = {**env_kwargs, "split": "test"}
     table, costs, levels = _val_setup(cfg.env_id, env_kwargs)
     evaluations: list[dict[str, Any]] = []
@@ -196,7 +204,7 @@ def run_sweep(cfg: SweepConfig, out: str | Path, *, command: str = "") -> list[P
             points.append(ParetoPoint.from_metrics(cfg.algo, setting, m))
             _log(f"  {cfg.algo:<10} {setting:<10} accuracy {m['accuracy']:6.2f}%  energy {m['energy_mj']:.4g} mJ")
         timings[cfg.algo] = time.perf_counter() - t
-        if cfg.budget_conditioned and len(cfg.lams) > 1:
+        if None in _controller_lams(cfg):
             span = f"[{min(cfg.lams)}, {max(cfg.lams)}]"
             t = stage(f"{cfg.algo}-budget: ONE controller, λ drawn per episode in {span}{pick}")
             from agents.evaluate import load_controller
@@ -236,18 +244,26 @@ def run_sweep(cfg: SweepConfig, out: str | Path, *, command: str = "") -> list[P
     table = markdown_table(points, hv["energy_mj"], gaps.get("energy_mj"))
     if selections:
         table += "\n\n" + selection_table(selections)
-    note = f"`{command}` — test split, means per input; costs: {cost_source}\n\n" if command else ""
+    note = (
+        f"`{command}` — test split, means over inputs: energy and FLOPs per input, latency of the batch call "
+        f"an input is part of; costs: {cost_source}\n\n"
+        if command
+        else ""
+    )
     atomic_write(out / "pareto.md", lambda fh: fh.write((note + table + "\n").encode()))
     _log(table)
     return points
 
 
-def _train_per_observation(
-    cfg: SweepConfig, out: Path, lam: float | None
-) -> list[tuple[str, Path, dict[str, Any], dict[str, Any]]]:
-    """Train (or reuse) one controller per observation of the sweep: for ``lam``, or with ``lam=None``
-    the budget-conditioned one (λ drawn per episode). Returns (observation, run dir, env kwargs, test
-    metrics — empty for the conditioned controller, which is evaluated per λ afterwards)."""
+def _controller_lams(cfg: SweepConfig) -> list[float | None]:
+    """The λ of every controller the sweep trains; None stands for the budget-conditioned one."""
+    conditioned = cfg.budget_conditioned and len(cfg.lams) > 1
+    return [*cfg.lams, *([None] if conditioned else [])]
+
+
+def _controller_runs(cfg: SweepConfig, out: Path, lam: float | None) -> list[tuple[str, Path, dict[str, Any], Any]]:
+    """(observation, run dir, env kwargs, TrainConfig) of the controllers for ``lam``, one per
+    observation; ``lam=None``: the budget-conditioned controller (λ drawn per episode)."""
     from agents.train import TrainConfig
 
     multi = len(cfg.observations) > 1
@@ -258,7 +274,7 @@ def _train_per_observation(
         "seed": cfg.seed,
         "progress": cfg.progress,
     }
-    made = []
+    runs = []
     for obs_name in cfg.observations:
         kwargs = _with_observation(cfg.env_kwargs, obs_name, multi)
         if lam is None:
@@ -274,9 +290,17 @@ def _train_per_observation(
         else:
             stem = f"{cfg.algo}-lam{lam:g}"
             tc = TrainConfig(**common, lam=lam, env_kwargs=kwargs, timesteps=cfg.timesteps)
-        run_dir = out / "runs" / (stem + (f"-{obs_name}" if multi else ""))
-        made.append((obs_name, run_dir, kwargs, _train_or_reuse(tc, run_dir)))
-    return made
+        runs.append((obs_name, out / "runs" / (stem + (f"-{obs_name}" if multi else "")), kwargs, tc))
+    return runs
+
+
+def _train_per_observation(
+    cfg: SweepConfig, out: Path, lam: float | None
+) -> list[tuple[str, Path, dict[str, Any], dict[str, Any]]]:
+    """Train (or reuse) one controller per observation of the sweep: for ``lam``, or with ``lam=None``
+    the budget-conditioned one (λ drawn per episode). Returns (observation, run dir, env kwargs, test
+    metrics — empty for the conditioned controller, which is evaluated per λ afterwards)."""
+    return [(o, d, k, _train_or_reuse(tc, d)) for o, d, k, tc in _controller_runs(cfg, out, lam)]
 
 
 def _with_observation(env_kwargs: Mapping[str, Any], observation: str, multi: bool) -> dict[str, Any]:
@@ -377,12 +401,34 @@ def _with_profile_file(env_id: str, env_kwargs: Mapping[str, Any], out: Path) ->
     return kwargs, "FLOPs model (no measured profile found), not a measurement"
 
 
+def _check_reusable(tc: Any, run_dir: Path) -> None:
+    """Refuse a run directory holding (part of) a controller trained with other settings than ``tc``.
+
+    A rerun of the sweep into the same ``--out`` reuses finished runs and resumes interrupted ones;
+    one trained for other env kwargs, steps, hyperparameters or seed would otherwise enter the new
+    ``pareto.csv`` as if it were this sweep's. A directory with nothing trained in it is left alone.
+    """
+    from agents.train import config_changes, read_run_config, run_config
+
+    config = run_config(tc)  # also checks the hyperparameters and env kwargs, before anything runs
+    trained = (run_dir / "model.zip").is_file() or (run_dir / "checkpoints").is_dir()
+    if not trained:
+        return
+    changes = config_changes(read_run_config(run_dir), config, ignore=("version", "train_config"))
+    if changes:
+        raise ValueError(
+            f"{run_dir} holds a controller trained with other settings than this sweep's ({'; '.join(changes)}); "
+            f"run the sweep into a new --out, or delete {run_dir} to retrain it"
+        )
+
+
 def _train_or_reuse(tc: Any, run_dir: Path) -> dict[str, Any]:
     """A finished run's test metrics, else train (resuming from its checkpoints when there are some)."""
     import json
 
     from agents.train import train_controller
 
+    _check_reusable(tc, run_dir)
     metrics_path = run_dir / "metrics.json"
     if metrics_path.is_file() and (run_dir / "model.zip").is_file():
         m = json.loads(metrics_path.read_text())

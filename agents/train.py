@@ -4,7 +4,8 @@
 from ``hyperparams/<algo>.yml`` (keyed by env id, RL Zoo style), the fast vectorised env over the
 response table (``envs.vec.ThrottleVecEnv``) with optional ``VecNormalize``, callbacks that log
 accuracy / energy / u to TensorBoard, ``EvalCallback`` on the ``val`` split, periodic checkpoints so
-an interrupted run resumes, and at the end an evaluation on the ``test`` split. The run directory
+an interrupted run resumes (with the settings in its ``config.yml``: a resume that would change what
+the run learns is refused), and at the end an evaluation on the ``test`` split. The run directory
 holds ``config.yml``, ``command.txt``, ``model.zip``, ``vecnormalize.pkl`` (when normalising),
 ``eval_env.json`` (the ``gymnasium.make`` kwargs of the test-split evaluation env) and
 ``metrics.json``.
@@ -23,19 +24,31 @@ from typing import Any
 
 import numpy as np
 
-from agents.config import load_hyperparams, to_yaml_ready
+from agents.config import HyperparamError, load_hyperparams, to_yaml_ready
+from agents.env_kwargs import check_env_kwargs
 from agents.evaluate import (
     EVAL_COPIES,
     METRICS_VERSION,
     SB3Policy,
     close_all,
     evaluate_policy,
+    load_vecnormalize,
     make_eval_env,
     write_json,
 )
 from tnn.checkpoint import atomic_write
 
-__all__ = ["DEFAULT_ENV", "DISCRETE_ENV", "TrainConfig", "TrainResult", "env_kwargs_for", "train_controller"]
+__all__ = [
+    "DEFAULT_ENV",
+    "DISCRETE_ENV",
+    "RunMismatchError",
+    "TrainConfig",
+    "TrainResult",
+    "config_changes",
+    "env_kwargs_for",
+    "run_config",
+    "train_controller",
+]
 
 DEFAULT_ENV = "tnn/Throttle-v0"
 DISCRETE_ENV = "tnn/ThrottleDiscrete-v0"
@@ -87,7 +100,7 @@ class TrainResult:
 
 
 def env_kwargs_for(cfg: TrainConfig) -> dict[str, Any]:
-    """The ``gymnasium.make`` kwargs of the training env (split ``val``)."""
+    """The ``gymnasium.make`` kwargs of the training env (split ``val``; ``test`` is refused)."""
     kwargs = dict(cfg.env_kwargs)
     kwargs.setdefault("reward", cfg.reward)
     if cfg.lam is not None:
@@ -98,6 +111,11 @@ def env_kwargs_for(cfg: TrainConfig) -> dict[str, Any]:
             )
         kwargs["reward_kwargs"] = {**kwargs.get("reward_kwargs", {}), "lam": float(cfg.lam)}
     kwargs.setdefault("split", "val")
+    if kwargs["split"] == "test":
+        raise ValueError(
+            "controllers train (and are checked by EvalCallback) on split 'val'; 'test' is for "
+            "tnn evaluate-controller only: drop split from --env-kwargs"
+        )
     return kwargs
 
 
@@ -107,19 +125,18 @@ def _env_id(cfg: TrainConfig) -> str:
 
 def make_vec_env(env_id: str, n_envs: int, env_kwargs: Mapping[str, Any], seed: int) -> Any:
     """The fast native VecEnv over the response table for the tnn ids; SB3's DummyVecEnv for any other id."""
-    import gymnasium
     from stable_baselines3.common.env_util import make_vec_env as sb3_make_vec_env
     from stable_baselines3.common.vec_env import VecMonitor
 
     import envs
 
+    check_env_kwargs(env_id, env_kwargs)
     kwargs = {k: v for k, v in env_kwargs.items() if k != "sequential"}
     try:
         from envs.vec import ThrottleVecEnv
     except ImportError:
         ThrottleVecEnv = None
     if ThrottleVecEnv is None or env_id not in envs.ENV_IDS or kwargs.get("mode", "table") != "table":
-        gymnasium.spec(env_id)  # unknown ids fail here, with gymnasium's list of close names
         return sb3_make_vec_env(env_id, n_envs=n_envs, seed=seed, env_kwargs=kwargs)
 
     if env_id == DISCRETE_ENV:
@@ -168,6 +185,90 @@ def _throttle_callback() -> Any:
     return ThrottleLogCallback()
 
 
+class RunMismatchError(ValueError):
+    """A run directory holds a controller trained with other settings than the ones asked for now."""
+
+
+RUNTIME_FIELDS = ("version", "timesteps", "train_config")
+"""``config.yml`` fields a resumed run may change. ``timesteps`` is the target a resume continues to
+(it may grow); ``train_config`` holds the flags as given (progress bar, device, evaluations,
+checkpoints, test evaluation: how the run is watched, not what it learns) and is compared through
+the fields derived from it."""
+
+
+def run_config(cfg: TrainConfig) -> dict[str, Any]:
+    """The ``config.yml`` of a run of ``cfg``: what it trains, resolved (YAML hyperparameters, env kwargs).
+
+    Validates the config on the way (hyperparameters, env kwargs, split), before anything is written.
+    """
+    env_id = _env_id(cfg)
+    meta, algo_kwargs = load_hyperparams(cfg.algo, env_id, cfg.hyperparams)
+    env_kwargs = env_kwargs_for(cfg)
+    check_env_kwargs(env_id, env_kwargs)
+    return {
+        "version": METRICS_VERSION,
+        "algo": cfg.algo,
+        "env_id": env_id,
+        "env_kwargs": env_kwargs,
+        "timesteps": cfg.timesteps or meta["n_timesteps"],
+        "n_envs": cfg.n_envs or meta["n_envs"],
+        "seed": cfg.seed,
+        "setting": cfg.setting or (f"λ={cfg.lam:g}" if cfg.lam is not None else cfg.reward),
+        "meta": {k: v for k, v in meta.items() if k != "n_envs"},
+        "hyperparams": to_yaml_ready(algo_kwargs),
+        "train_config": dataclasses.asdict(cfg),
+    }
+
+
+def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(obj, Mapping) and obj:
+        out: dict[str, Any] = {}
+        for k, v in obj.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: obj}
+
+
+_UNSET = "(not set)"
+
+
+def config_changes(saved: Mapping[str, Any], current: Mapping[str, Any], ignore: tuple[str, ...] = ()) -> list[str]:
+    """The fields of two run configs that differ, as "name: old → new" (nested keys dotted).
+
+    Both are compared as ``config.yml`` holds them (through YAML, so tuples and lists agree);
+    ``meta.n_timesteps`` (the YAML default of ``timesteps``) and the ``ignore`` fields are skipped.
+    """
+    import yaml
+
+    def flat(config: Mapping[str, Any]) -> dict[str, Any]:
+        config = yaml.safe_load(yaml.safe_dump(dict(config), allow_unicode=True)) or {}
+        out = _flatten({k: v for k, v in config.items() if k not in ignore})
+        out.pop("meta.n_timesteps", None)
+        return out
+
+    old, new = flat(saved), flat(current)
+    return [
+        f"{k}: {old.get(k, _UNSET)!r} → {new.get(k, _UNSET)!r}"
+        for k in sorted(old.keys() | new.keys())
+        if old.get(k, _UNSET) != new.get(k, _UNSET)
+    ]
+
+
+def read_run_config(out: Path) -> dict[str, Any]:
+    """A run directory's ``config.yml``."""
+    import yaml
+
+    path = out / "config.yml"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} is missing, so nothing says what {out} was trained with; train afresh into another --out"
+        )
+    config = yaml.safe_load(path.read_text())
+    if not isinstance(config, dict):
+        raise ValueError(f"{path} is not a run config (a mapping); train afresh into another --out")
+    return config
+
+
 _CKPT = re.compile(r"rl_model_(\d+)_steps\.zip$")
 
 
@@ -193,6 +294,15 @@ def train_controller(cfg: TrainConfig, out: str | Path, *, resume: bool = False,
         torch.set_num_threads(threads)
 
 
+def _required(path: Path) -> Path:
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} is missing: the run normalises observations (normalize: true) and cannot resume without "
+            "the statistics it trained with; restore the file or train a new run into another --out"
+        )
+    return path
+
+
 def _train_controller(cfg: TrainConfig, out: str | Path, *, resume: bool, command: str) -> TrainResult:
     import yaml
     from stable_baselines3.common.callbacks import CallbackList, CheckpointCallback, EvalCallback
@@ -202,12 +312,9 @@ def _train_controller(cfg: TrainConfig, out: str | Path, *, resume: bool, comman
     from agents.config import algo_class
 
     out = Path(out)
-    env_id = _env_id(cfg)
+    config = run_config(cfg)
+    env_id, env_kwargs, setting, n_envs = config["env_id"], config["env_kwargs"], config["setting"], config["n_envs"]
     meta, algo_kwargs = load_hyperparams(cfg.algo, env_id, cfg.hyperparams)
-    n_envs = cfg.n_envs or meta["n_envs"]
-    timesteps = cfg.timesteps or meta["n_timesteps"]
-    env_kwargs = env_kwargs_for(cfg)
-    setting = cfg.setting or (f"λ={cfg.lam:g}" if cfg.lam is not None else cfg.reward)
     ckpt_dir = out / "checkpoints"
     latest = _latest_checkpoint(ckpt_dir) if resume else None
     if (out / "model.zip").exists() and not resume:
@@ -216,31 +323,20 @@ def _train_controller(cfg: TrainConfig, out: str | Path, *, resume: bool, comman
         )
     if resume and latest is None and not (out / "model.zip").exists():
         raise FileNotFoundError(f"nothing to resume in {out}: no checkpoints/rl_model_*_steps.zip; drop --resume")
-
-    out.mkdir(parents=True, exist_ok=True)
-    config = {
-        "version": METRICS_VERSION,
-        "algo": cfg.algo,
-        "env_id": env_id,
-        "env_kwargs": env_kwargs,
-        "timesteps": timesteps,
-        "n_envs": n_envs,
-        "seed": cfg.seed,
-        "setting": setting,
-        "meta": {k: v for k, v in meta.items() if k != "n_envs"},
-        "hyperparams": to_yaml_ready(algo_kwargs),
-        "train_config": dataclasses.asdict(cfg),
-    }
-    text = yaml.safe_dump(config, sort_keys=False, allow_unicode=True)
-    atomic_write(out / "config.yml", lambda fh: fh.write(text.encode()))
-    if command:
-        atomic_write(out / "command.txt", lambda fh: fh.write((command + "\n").encode()))
+    if resume:  # the run's own settings, or nothing: only the step target may change
+        saved = read_run_config(out)
+        changes = config_changes(saved, config, ignore=RUNTIME_FIELDS)
+        if changes:
+            raise RunMismatchError(
+                f"{out} was trained with other settings ({'; '.join(changes)}); resume it with the flags it was "
+                f"started with (its command.txt) or train a new run into another --out"
+            )
+        if not cfg.timesteps:  # no --timesteps: the run's own target, not the YAML default
+            config["timesteps"] = int(saved.get("timesteps", config["timesteps"]))
+    timesteps = config["timesteps"]
     eval_kwargs = {**{k: v for k, v in env_kwargs.items() if k != "split"}, "split": "test", "sequential": True}
-    write_json(
-        out / "eval_env.json",
-        {"version": METRICS_VERSION, "id": env_id, "kwargs": eval_kwargs, "algo": cfg.algo, "setting": setting},
-    )
 
+    # everything is built (and so checked) before the run directory is written
     set_random_seed(cfg.seed)
     venv = make_vec_env(env_id, n_envs, env_kwargs, cfg.seed)
     if meta["normalize"]:
@@ -250,29 +346,46 @@ def _train_controller(cfg: TrainConfig, out: str | Path, *, resume: bool, comman
     if latest is not None:
         done_steps, path = latest
         if isinstance(venv, VecNormalize):
-            stats = ckpt_dir / f"rl_model_vecnormalize_{done_steps}_steps.pkl"
-            if stats.is_file():
-                venv = VecNormalize.load(str(stats), venv.venv)
+            venv = load_vecnormalize(_required(ckpt_dir / f"rl_model_vecnormalize_{done_steps}_steps.pkl"), venv.venv)
         model = cls.load(path, env=venv, device=cfg.device)
         buffer = ckpt_dir / f"rl_model_replay_buffer_{done_steps}_steps.pkl"
         if buffer.is_file() and hasattr(model, "load_replay_buffer"):
             model.load_replay_buffer(buffer)
         print(f"resuming {out} from {path.name} ({done_steps:,} of {timesteps:,} steps)")
     elif resume:  # a finished run: continue it up to --timesteps (or just re-evaluate it)
-        if isinstance(venv, VecNormalize) and (out / "vecnormalize.pkl").is_file():
-            venv = VecNormalize.load(str(out / "vecnormalize.pkl"), venv.venv)
+        if isinstance(venv, VecNormalize):
+            venv = load_vecnormalize(_required(out / "vecnormalize.pkl"), venv.venv)
         model = cls.load(out / "model.zip", env=venv, device=cfg.device)
         done_steps = int(model.num_timesteps)
         print(f"resuming {out} from model.zip ({done_steps:,} of {timesteps:,} steps)")
     else:
-        model = cls(
-            meta["policy"],
-            venv,
-            seed=cfg.seed,
-            device=cfg.device,
-            verbose=0,
-            tensorboard_log=str(out / "tb"),
-            **algo_kwargs,
+        try:
+            model = cls(
+                meta["policy"],
+                venv,
+                seed=cfg.seed,
+                device=cfg.device,
+                verbose=0,
+                tensorboard_log=str(out / "tb"),
+                **algo_kwargs,
+            )
+        except (AssertionError, TypeError, ValueError) as err:  # SB3 checks its arguments with asserts
+            venv.close()
+            given = f" (--hyperparams {cfg.hyperparams})" if cfg.hyperparams else ""
+            raise HyperparamError(
+                f"{cfg.algo.upper()} refuses its hyperparameters{given}: {str(err).rstrip('.') or type(err).__name__}; "
+                f"see {cfg.algo}.yml in agents/hyperparams"
+            ) from None
+
+    if not resume:  # a resumed run keeps the provenance it was started with
+        out.mkdir(parents=True, exist_ok=True)
+        text = yaml.safe_dump(config, sort_keys=False, allow_unicode=True)
+        atomic_write(out / "config.yml", lambda fh: fh.write(text.encode()))
+        if command:
+            atomic_write(out / "command.txt", lambda fh: fh.write((command + "\n").encode()))
+        write_json(
+            out / "eval_env.json",
+            {"version": METRICS_VERSION, "id": env_id, "kwargs": eval_kwargs, "algo": cfg.algo, "setting": setting},
         )
 
     callbacks = [_throttle_callback()]
@@ -336,6 +449,7 @@ def _train_controller(cfg: TrainConfig, out: str | Path, *, resume: bool, comman
             "seconds": train_seconds,
             "steps_per_s": remaining / train_seconds if remaining > 0 and train_seconds > 0 else None,
             "resumed_from": done_steps if resume else None,
+            **({"resume_command": command} if resume and command else {}),
         },
     }
     evals = out / "eval" / "evaluations.npz"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -69,6 +70,29 @@ def test_bad_lin_and_unknown_algo():
         load_hyperparams("ppo", "tnn/Throttle-v0", {"learning_rate": "lin_fast"})
     with pytest.raises(HyperparamError, match="ppo, a2c, sac, dqn"):
         load_hyperparams("trpo", "tnn/Throttle-v0")
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"n_steps": "abc"}, "n_steps must be an integer, got 'abc'"),
+        ({"gamma": "high"}, "gamma must be a number"),
+        ({"learning_rate": "fast"}, "learning_rate must be a number or a lin_X schedule"),
+        ({"normalize": 1}, "normalize must be true/false"),
+        ({"policy_kwargs": "[64, 64]"}, "policy_kwargs must be a mapping"),
+    ],
+)
+def test_hyperparameter_types_checked_naming_the_key(override, message):
+    with pytest.raises(HyperparamError, match=message.replace("[", r"\[")):
+        load_hyperparams("ppo", "tnn/Throttle-v0", override)
+    load_hyperparams("ppo", "tnn/Throttle-v0", {"gamma": 1, "clip_range": "lin_0.2", "target_kl": None})  # all fit
+
+
+@pytest.mark.parametrize("key", ["device", "seed", "verbose", "env"])
+def test_reserved_hyperparameter_is_said_to_be_set_by_tnn(key):
+    with pytest.raises(HyperparamError, match="set by tnn") as err:
+        load_hyperparams("ppo", "tnn/Throttle-v0", {key: 0})
+    assert "does not take" not in str(err.value)
 
 
 # ---------------------------------------------------------------- Pareto files
@@ -183,15 +207,16 @@ def _toy_table(checkpoint, split, levels, seed):
     )
 
 
-def _toy_profile(levels):
-    """Costs that grow as u² (a width-sliced conv net), plus a fixed 10 % per-call overhead."""
+def _toy_profile(model):
+    """Latency and energy that grow as u² (a width-sliced conv net) plus a fixed 10 % per-call overhead;
+    the model's own FLOPs (a profile must belong to the model it prices)."""
     from tnn.profile import CostProfile, LevelCost
 
     rows = []
-    for u in levels:
+    for u in model.levels:
         ms = 0.1 + u * u
         stats = {"median": ms, "p10": ms, "p90": ms}
-        rows.append(LevelCost(u, int(1e6 * u * u), int(1e4 * u * u), stats, {**stats, "source": "model"}, None))
+        rows.append(LevelCost(u, int(model.flops(u)), int(1e4 * u * u), stats, {**stats, "source": "model"}, None))
     return CostProfile(
         "resnet8",
         (1, 32, 32),
@@ -219,7 +244,7 @@ def toy(tmp_path_factory):
     cache = root / "cache"
     for seed, split in enumerate(("val", "test")):
         _toy_table(ckpt, split, model.levels, seed).save(table_path(ckpt, split, cache))
-    profile = _toy_profile(model.levels).save(root / "profile.json")
+    profile = _toy_profile(model).save(root / "profile.json")
     return {
         "checkpoint": str(ckpt),
         "profile": str(profile),
@@ -401,6 +426,136 @@ def test_space_mismatch_is_refused(run_dir, toy):
     env = make_eval_env("tnn/Throttle-v0", {**toy, "split": "test", "observation": "none"})
     with pytest.raises(SpaceMismatchError, match="observation_space"):
         evaluate_policy(policy, env)
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--env-kwargs", '{"bogus": 1}'], "does not take the env kwarg(s) 'bogus'; valid keys: budget"),
+        (["--env-kwargs", '{"load": {"bogus": 1}}'], "MarkovLoad does not take 'bogus'; valid keys: factors, switch"),
+        (["--env-kwargs", '{"split": "test"}'], "'test' is for tnn evaluate-controller only"),
+        (["--hyperparams", '{"n_steps": "abc"}'], "n_steps must be an integer, got 'abc'"),
+        (["--hyperparams", '{"device": "cuda"}'], "'device' is set by tnn"),
+        (["--algo", "dqn", "--hyperparams", '{"n_steps": 64}'], "DQN refuses its hyperparameters"),  # Dict obs
+        (["--env-id", "tnn/Nope-v0"], "unknown env id 'tnn/Nope-v0'"),
+    ],
+)
+def test_bad_training_input_is_one_line_and_writes_nothing(toy, tmp_path, capsys, flags, message):
+    import json
+
+    from tnn.cli import main
+
+    out = tmp_path / "run"
+    env_kwargs = dict(toy)
+    if flags[0] == "--env-kwargs":
+        env_kwargs.update(json.loads(flags[1]))
+        flags = flags[2:]
+    argv = ["train-controller", *flags, "--env-kwargs", json.dumps(env_kwargs), "--out", str(out), "--no-progress"]
+    assert main([*argv, "--timesteps", "64", "--n-envs", "2"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not out.exists()  # validated before the run directory is written
+
+
+def test_make_eval_env_gives_each_copy_its_own_reward_object(toy):
+    from agents.evaluate import close_all, make_eval_env
+    from envs.rewards import HardBudget
+
+    reward = HardBudget(rate=0.5)
+    made = make_eval_env("tnn/Throttle-v0", {**toy, "split": "test", "reward": reward}, copies=3)
+    fns = [e.unwrapped.reward_fn for e in made]
+    assert len({id(f) for f in fns}) == 3 and all(isinstance(f, HardBudget) and f is not reward for f in fns)
+    close_all(made)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(toy, tmp_path_factory):
+    """A controller trained through the CLI at λ=0.1 on 512 steps, no test evaluation: (run dir, argv)."""
+    import json
+
+    from tnn.cli import main
+
+    out = tmp_path_factory.mktemp("tiny") / "run"
+    argv = ["train-controller", "--lam", "0.1", "--timesteps", "512", "--n-envs", "16", "--no-test"]
+    argv += ["--hyperparams", '{"batch_size": 256}', "--env-kwargs", json.dumps(toy), "--no-progress"]
+    assert main([*argv, "--out", str(out)]) == 0
+    return out, argv
+
+
+def _copy_run(tiny_run, tmp_path):
+    import shutil
+
+    return Path(shutil.copytree(tiny_run[0], tmp_path / "run"))
+
+
+def test_resume_refuses_other_settings_and_keeps_provenance(tiny_run, tmp_path, capsys):
+    import json
+
+    from tnn.cli import main
+
+    run, argv = _copy_run(tiny_run, tmp_path), tiny_run[1]
+    provenance = {name: (run / name).read_bytes() for name in ("config.yml", "command.txt", "eval_env.json")}
+    without_lam = [a for i, a in enumerate(argv) if a != "--lam" and (i == 0 or argv[i - 1] != "--lam")]
+    assert main([*without_lam, "--out", str(run), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "env_kwargs.reward_kwargs.lam: 0.1 → '(not set)'" in err and "setting: 'λ=0.1' → 'linear'" in err
+    assert "another --out" in err
+    seed = [*argv, "--seed", "3", "--out", str(run), "--resume"]
+    assert main(seed) == 2 and "seed: 0 → 3" in capsys.readouterr().err
+    # the same flags resume (here: a finished run, so nothing is left to train), and more steps extend it
+    assert main([*argv, "--out", str(run), "--resume"]) == 0
+    longer = [*argv, "--timesteps", "1024", "--out", str(run), "--resume"]  # argparse: the last --timesteps wins
+    assert main(longer) == 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["train"]["timesteps"] >= 1024 and metrics["train"]["resumed_from"] >= 512
+    assert "--resume" in metrics["train"]["resume_command"]
+    assert {name: (run / name).read_bytes() for name in provenance} == provenance
+
+
+def test_missing_or_corrupt_vecnormalize_is_named(toy, tiny_run, tmp_path):
+    from agents.evaluate import load_controller
+    from agents.train import TrainConfig, train_controller
+
+    run = _copy_run(tiny_run, tmp_path)
+    stats = run / "vecnormalize.pkl"
+    stats.write_bytes(b"not a pickle")
+    with pytest.raises(ValueError, match=r"vecnormalize\.pkl is corrupt"):
+        load_controller(run)
+    stats.unlink()
+    with pytest.raises(FileNotFoundError, match=r"vecnormalize\.pkl is missing.*normalize: true"):
+        load_controller(run)
+    cfg = TrainConfig(lam=0.1, env_kwargs=dict(toy), timesteps=512, n_envs=16, hyperparams={"batch_size": 256})
+    with pytest.raises(FileNotFoundError, match=r"vecnormalize\.pkl is missing"):
+        train_controller(cfg, run, resume=True)
+
+
+def test_pareto_refuses_a_stale_controller_run(toy, tmp_path):
+    """A rerun into the same --out with other settings must not put the old controller into pareto.csv."""
+    import json
+
+    import yaml
+
+    from agents.sweep import SweepConfig, _controller_runs, _train_or_reuse, run_sweep
+    from agents.train import run_config
+
+    cfg = SweepConfig(
+        env_kwargs=dict(toy), lams=(0.5,), timesteps=512, methods=("controller",), budget_conditioned=False
+    )
+    out = tmp_path / "sweep"
+    [(_obs, run_dir, _kwargs, tc)] = _controller_runs(cfg, out, 0.5)
+    run_dir.mkdir(parents=True)
+    (run_dir / "model.zip").write_bytes(b"")  # stands in for a finished run: nothing is trained below
+    (run_dir / "metrics.json").write_text(json.dumps({"test": {"accuracy": 1.0}}))
+    (run_dir / "config.yml").write_text(yaml.safe_dump(run_config(tc), allow_unicode=True))
+    assert _train_or_reuse(tc, run_dir) == {"accuracy": 1.0}  # the same settings: reused
+    for change, named in [({"timesteps": 1024}, "timesteps: 512 → 1024"), ({"seed": 1}, "seed: 0 → 1")]:
+        with pytest.raises(ValueError, match=f"{named}.*new --out, or delete") as err:
+            run_sweep(dataclasses.replace(cfg, **change), out)
+        assert str(run_dir) in str(err.value)
+    episode = dataclasses.replace(cfg, env_kwargs={**toy, "episode_length": 16})
+    with pytest.raises(ValueError, match=r"env_kwargs\.episode_length: 32 → 16"):
+        run_sweep(episode, out)
+    assert not (out / "config.yml").exists()  # refused before the sweep wrote anything of its own
 
 
 def test_cli_reports_bad_hyperparameter(toy, capsys):
