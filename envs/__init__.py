@@ -27,6 +27,8 @@ ENV_IDS = {
     "tnn/ThrottleDiscrete-v0": "envs.throttle:ThrottleDiscreteEnv",
 }
 
+# No max_episode_steps: the episode length is an argument (episode_length, or the whole split when
+# sequential) and the env truncates itself; a registered TimeLimit would cut longer episodes short.
 for _id, _entry in ENV_IDS.items():
     if _id not in registry:  # importing twice (e.g. reloads) must not warn
         register(id=_id, entry_point=_entry)

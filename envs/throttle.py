@@ -150,7 +150,10 @@ class ThrottleEnv(gym.Env):
     ## Info
     u, level, correct, confidence, pred, label, index, energy_mj, latency_ms, flops (the step's
     charge, preview and load included), cost, cost_energy, cost_latency, cost_flops (fractions of
-    the u=1 cost), load, budget_left, step, episode_length. In live mode ``env.unwrapped.wall_ms``
+    the u=1 cost), load, budget_left, step, episode_length. ``energy_mj`` and ``flops`` are per
+    input (a call's energy divided by the profile's batch size); ``latency_ms`` is the response
+    time of the whole forward call the input is part of, at the profile's batch size (what a
+    deadline constrains), not divided by the batch size. In live mode ``env.unwrapped.wall_ms``
     holds the measured wall time of the last step's forward call (kept out of ``info``, which must be
     deterministic for a seed).
 
@@ -158,6 +161,8 @@ class ThrottleEnv(gym.Env):
     - ``checkpoint``: path or shipped model name (default: the shipped Fashion-MNIST VGG-11 TNN).
     - ``profile``: CostProfile or its JSON path (default: the shipped profile for the default
       checkpoint; otherwise, or if missing, ``CostProfile.from_flops``, noted in ``cost_source``).
+      It must be measured for this checkpoint's architecture (model, input shape, classes, levels
+      and FLOPs per level), else :class:`tnn.profile.ProfileError`.
     - ``split``: "val" (default, for training) or "test" (for evaluation).
     - ``sequential``: walk the split in order, each sample once per pass (evaluation).
     - ``episode_length``: steps per episode (64; None with sequential: the whole split).
@@ -223,7 +228,6 @@ class ThrottleEnv(gym.Env):
         default = results_dir() / DEFAULT_PATHS["checkpoint"]
         is_default = default.is_file() and self.checkpoint.resolve() == default.resolve()
         self.profile, self.cost_source = self._resolve_profile(profile, is_default)
-        self.profile.check_levels(self.levels)
 
         lv = len(self.levels)
         self.u_min = self.levels[0] if u_min is None else float(u_min)
@@ -306,19 +310,23 @@ class ThrottleEnv(gym.Env):
     # ------------------------------------------------------------------ construction helpers
 
     def _resolve_profile(self, profile: Any, default_checkpoint: bool) -> tuple[Any, str]:
+        """The cost profile and where it comes from; a profile measured for another model is a ProfileError."""
         from tnn.profile import CostProfile
 
         if isinstance(profile, CostProfile):
+            profile.check_model(self.model, checkpoint=self.checkpoint)
             return profile, "given CostProfile"
         if profile is not None:
             path = Path(profile)
             if not path.is_file():
                 raise FileNotFoundError(f"no cost profile at {path}; make one with `tnn profile` or pass profile=None")
             loaded = CostProfile.load(path)
+            loaded.check_model(self.model, profile_name=str(path), checkpoint=self.checkpoint)
             return loaded, _describe_profile(loaded, path)
         path = results_dir() / DEFAULT_PATHS["profile"]
         if default_checkpoint and path.is_file():
             loaded = CostProfile.load(path)
+            loaded.check_model(self.model, profile_name=str(path), checkpoint=self.checkpoint)
             return loaded, _describe_profile(loaded, path)
         why = f"{path} is missing" if default_checkpoint else "no profile given for this checkpoint"
         return CostProfile.from_flops(self.model, batch_size=1), f"FLOPs model ({why}): latency and energy estimated"

@@ -136,3 +136,45 @@ def test_failed_write_leaves_the_old_file_intact(model, tmp_path):
         tnn.checkpoint.atomic_write(path, boom)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["m.pt"]
+
+
+def test_text_files_are_not_called_tampered(tmp_path):
+    for name, content in (("notes.pt", "hello"), ("page.pt", "<html>Not Found</html>"), ("data.pt", '{"a": 1}')):
+        path = tmp_path / name
+        path.write_text(content)
+        with pytest.raises(CheckpointError, match=f"{name} is not a PyTorch checkpoint") as info:
+            tnn.load_checkpoint(path)
+        assert "tampered" not in str(info.value)
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    with pytest.raises(CheckpointError, match=r"empty.pt is empty"):
+        tnn.load_checkpoint(empty)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"card": [1, 2]}, "'card' is of type list, not dict"),
+        ({"state_dict": [1, 2]}, "'state_dict' is of type list, not dict"),
+        ({"model_kwargs": "resnet20"}, "'model_kwargs' is of type str, not dict"),
+        ({"arch": 20}, "'arch' is of type int, not str"),
+    ],
+)
+def test_malformed_payload_fields_name_the_file(model, tmp_path, change, message):
+    good = tmp_path / "good.pt"
+    tnn.save_checkpoint(model, good)
+    bad = tmp_path / "bad.pt"
+    torch.save({**read_checkpoint(good), **change}, bad)
+    with pytest.raises(CheckpointError, match=f"bad.pt: checkpoint {message}"):
+        tnn.load_checkpoint(bad)
+
+
+def test_non_tensor_weights_name_the_file(model, tmp_path):
+    good = tmp_path / "good.pt"
+    tnn.save_checkpoint(model, good)
+    payload = read_checkpoint(good)
+    payload["state_dict"]["fc.weight"] = [1.0, 2.0]
+    bad = tmp_path / "bad.pt"
+    torch.save(payload, bad)
+    with pytest.raises(CheckpointError, match=r"bad.pt: checkpoint state_dict holds .*'fc.weight'"):
+        tnn.load_checkpoint(bad)

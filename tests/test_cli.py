@@ -19,6 +19,21 @@ def test_models_lists_params_and_flops_per_level(capsys):
     assert len([line for line in out.splitlines() if line.startswith("  0.")]) == 7
 
 
+def test_models_count_flops_at_the_input_shape_the_model_is_built_for(capsys):
+    """One channel means Fashion-MNIST, whose images are 28×28 (as `tnn pretrain` builds them)."""
+    assert main(["models", "vgg11", "--in-channels", "1"]) == 0
+    out = capsys.readouterr().out
+    fmnist = tnn.create_model("vgg11", in_channels=1, input_size=28)
+    assert "vgg11  input 1×28×28 (fashion_mnist)" in out
+    assert f"{fmnist.flops(1.0) / 1e6:.2f}" in out and f"{fmnist.flops(0.125) / 1e6:.2f}" in out
+    assert main(["models", "resnet8", "--input-size", "64"]) == 0
+    out = capsys.readouterr().out
+    assert "resnet8  input 3×64×64  " in out
+    assert f"{tnn.create_model('resnet8', input_size=64).flops(1.0) / 1e6:.2f}" in out
+    assert main(["models", "c3d_small", "--input-size", "8", "24"]) == 2
+    assert "takes 1 or 3 values" in capsys.readouterr().err
+
+
 def test_models_with_unknown_pattern_fails(capsys):
     assert main(["models", "alexnet"]) == 2
     assert "known: " in capsys.readouterr().err

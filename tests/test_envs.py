@@ -457,3 +457,28 @@ def test_shipped_model_with_no_arguments(tmp_path, monkeypatch):
     env = gym.make("tnn/Throttle-v0")
     assert env.unwrapped.table.num_samples == 6000
     gym_check_env(env.unwrapped)
+
+
+def test_a_profile_of_another_model_is_refused(tiny, tmp_path):
+    """A profile measured for another architecture (here: ResNet-8 on CIFAR-shaped input) must not
+    silently price this VGG-11's levels; the error names both files and how to make the right one."""
+    other = tnn.create_model("resnet8", num_levels=len(tiny["model"].levels))
+    path = CostProfile.from_flops(other).save(tmp_path / "resnet8.json")
+    with pytest.raises(ProfileError, match=r"resnet8.json was measured for resnet8 .*tiny.pt.*`tnn profile .*tiny.pt"):
+        make(tiny, profile=str(path))
+    with pytest.raises(ValueError, match="input 3×32×32 ≠ 1×28×28"):
+        make(tiny, profile=CostProfile.from_flops(other))
+    slimmer = tnn.create_model("vgg11", in_channels=1, input_size=28, width_mult=0.03)  # same name and shape
+    with pytest.raises(ProfileError, match=r"FLOPs at u=0.125"):
+        make(tiny, profile=CostProfile.from_flops(slimmer))
+
+
+@pytest.mark.parametrize("env_id", IDS)
+def test_episode_length_is_the_envs_own_not_a_registered_time_limit(tiny, env_id):
+    assert gym.spec(env_id).max_episode_steps is None  # episode_length is an argument: no fixed TimeLimit
+    env = make(tiny, env_id, episode_length=100)
+    env.reset(seed=0)
+    action = env.unwrapped.action_for_level(0)
+    for t in range(100):
+        _, _, terminated, truncated, _ = env.step(action)
+        assert not terminated and truncated == (t == 99)

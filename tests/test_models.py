@@ -344,3 +344,20 @@ def test_fast_path_keeps_hooks_and_functional_call_semantics():
         frozen = tnn.create_model("resnet8").eval()
         frozen(x, 0.25)
     assert cache_entries(frozen) == 0
+
+
+@pytest.mark.parametrize("name", tnn.list_models())
+def test_flops_at_another_input_shape_equal_the_model_built_for_it(name):
+    model = build(name)
+    size = 24 if len(model.input_shape) == 3 else (8, 24, 24)
+    other = build(name, input_size=size)
+    assert other.input_shape != model.input_shape and model.flops(1.0, model.input_shape) == model.flops(1.0)
+    for u in (model.levels[0], 1.0):
+        assert model.flops(u, other.input_shape) == other.flops(u)
+    assert model.flops(1.0, other.input_shape) < model.flops(1.0)  # fewer pixels, fewer FLOPs
+    with pytest.raises(ValueError, match=r"starting with .* channels"):
+        model.flops(1.0, (model.input_shape[0] + 1, *model.input_shape[1:]))
+    with pytest.raises(ValueError, match="input_shape must be"):
+        model.flops(1.0, model.input_shape[1:])
+    with pytest.raises(ValueError, match=r"expects input of shape"):  # the forward pass stays strict
+        model(torch.rand(1, *other.input_shape))

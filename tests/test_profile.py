@@ -443,3 +443,18 @@ def test_level_cost_is_frozen():
     lv = LevelCost(1.0, 1, 1, {"median": 1.0, "p10": 1.0, "p90": 1.0}, {"median": 1, "p10": 1, "p90": 1})
     with pytest.raises(AttributeError):
         lv.u = 0.5
+
+
+def test_check_model_refuses_a_profile_of_another_model(tiny):
+    CostProfile.from_flops(tiny).check_model(tiny)
+    for other, what in (
+        (tnn.create_model("vgg11", width_mult=0.05), "model vgg11 ≠ resnet8"),
+        (tnn.create_model("resnet8", in_channels=1, input_size=28), "input 1×28×28 ≠ 3×32×32"),
+        (tnn.create_model("resnet8", num_classes=7), "classes 7 ≠ 10"),
+        (tnn.create_model("resnet8", num_levels=4), r"levels \[0.25, 0.5, 0.75, 1.0\] ≠ \[0.125"),
+    ):
+        with pytest.raises(ProfileError, match=what):
+            CostProfile.from_flops(other).check_model(tiny)
+    wider = CostProfile.from_flops(tnn.create_model("resnet8", widths=(16, 32, 128)))  # same name, shape, levels
+    with pytest.raises(ProfileError, match=r"p.json was measured .* m.pt .*FLOPs at u=0.125 .*`tnn profile m.pt"):
+        wider.check_model(tiny, profile_name="p.json", checkpoint="m.pt")

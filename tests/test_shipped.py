@@ -43,3 +43,27 @@ def test_card_accuracy_is_measured(path: Path) -> None:
     measured = evaluate_checkpoint(path, write=False, log=lambda _: None)
     for u, acc in measured.items():
         assert abs(card["accuracy"][f"{u:g}"] - acc) <= 0.1, f"{path.parent.name} u={u:g}"
+
+
+def _study_envs() -> list[tuple[str | None, str | None]]:
+    """(checkpoint, profile) of every shipped study's evaluation env, and the default (the demo)."""
+    import json
+
+    pairs = {(None, None)}
+    for f in (ROOT / "results").glob("**/eval_env.json"):
+        kwargs = json.loads(f.read_text())["kwargs"]
+        pairs.add((kwargs.get("checkpoint"), kwargs.get("profile")))
+    return sorted(pairs, key=str)
+
+
+@pytest.mark.parametrize(("checkpoint", "profile"), _study_envs(), ids=str)
+def test_shipped_profiles_fit_the_models_the_studies_use(checkpoint, profile, monkeypatch) -> None:
+    from envs.throttle import DEFAULT_PATHS, resolve_checkpoint
+    from tnn.profile import CostProfile
+
+    monkeypatch.delenv("TNN_RESULTS", raising=False)
+    monkeypatch.chdir(ROOT)  # the studies' paths are relative to the repository
+    path = resolve_checkpoint(checkpoint)
+    model, _ = load_checkpoint(path)
+    profile = profile or ROOT / "results" / DEFAULT_PATHS["profile"]
+    CostProfile.load(profile).check_model(model, profile_name=str(profile), checkpoint=path)

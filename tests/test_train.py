@@ -252,3 +252,32 @@ def test_batchnorm_recalibration_draws_batches_as_training_did():
         norm = model.stem_bn.norms[level]
         torch.testing.assert_close(norm.running_mean, torch.stack(means).mean(0), rtol=1e-4, atol=1e-5)
         assert not torch.allclose(norm.running_mean, torch.stack(plain).mean(0), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"PK\x03\x04 truncated", "corrupt or not a tnn run state"),
+        (b"hello", "corrupt or not a tnn run state"),
+        ([1, 2, 3], r"not a tnn run state \(it holds a list\)"),
+        ({"version": 1, "epoch": 1}, r"not a tnn run state \(missing \['config', 'model'"),
+    ],
+)
+def test_unreadable_run_state_is_a_clear_error(tmp_path, content, message):
+    root = write_learnable_fmnist(tmp_path / "fm", n_train=64, n_test=20)
+    run = tmp_path / "run"
+    run.mkdir()
+    if isinstance(content, bytes):
+        (run / "last.pt").write_bytes(content)
+    else:
+        torch.save(content, run / "last.pt")
+    with pytest.raises(tnn.CheckpointError, match=f"last.pt (is|has) .*{message}.*delete .*last.pt") as info:
+        pretrain(small_config(root, epochs=1), run, resume=True, log=quiet)
+    assert "another --out" in str(info.value)
+
+
+def test_resume_without_a_run_state_says_it_starts_from_scratch(tmp_path):
+    root = write_learnable_fmnist(tmp_path / "fm", n_train=64, n_test=20)
+    lines = []
+    pretrain(small_config(root, epochs=1, bn_recalibration=0), tmp_path / "run", resume=True, log=lines.append)
+    assert lines[0] == f"resume: no {tmp_path / 'run' / 'last.pt'} found, so the run starts from epoch 0"

@@ -42,6 +42,9 @@ FORMAT = "tnn-checkpoint"
 VERSION = 1
 
 
+_ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format since 1.6
+_PICKLE_PROTO = b"\x80"  # the legacy format starts with a pickle (protocol >= 2)
+
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 
@@ -133,6 +136,17 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
+    with path.open("rb") as fh:
+        head = fh.read(4)
+    if not head:
+        raise CheckpointError(
+            f"{path} is empty, not a PyTorch checkpoint; point to a model.pt written by tnn.save_checkpoint"
+        )
+    if not head.startswith(_ZIP_MAGIC) and not head.startswith(_PICKLE_PROTO):
+        raise CheckpointError(
+            f"{path} is not a PyTorch checkpoint: it is neither a zip archive (torch.save) nor a pickle "
+            f"(it starts with {head!r}); point to a model.pt written by tnn.save_checkpoint"
+        )
     try:
         with warnings.catch_warnings():  # torch warns about foreign pickle protocols; we refuse them anyway
             warnings.simplefilter("ignore", UserWarning)
@@ -160,6 +174,18 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     for key in ("arch", "model_kwargs", "state_dict", "card"):
         if key not in payload:
             raise CheckpointError(f"{path}: checkpoint is missing {key!r}")
+    for key, kind in (("arch", str), ("model_kwargs", dict), ("state_dict", dict), ("card", dict)):
+        if not isinstance(payload[key], kind):
+            raise CheckpointError(
+                f"{path}: checkpoint {key!r} is of type {type(payload[key]).__name__}, not {kind.__name__}: "
+                "the file is damaged or was not written by tnn.save_checkpoint"
+            )
+    bad = [k for k, v in payload["state_dict"].items() if not (isinstance(k, str) and isinstance(v, torch.Tensor))]
+    if bad:
+        raise CheckpointError(
+            f"{path}: checkpoint state_dict holds entries that are not named tensors ({', '.join(map(repr, bad[:3]))}"
+            f"{', ...' if len(bad) > 3 else ''}): the file is damaged or was not written by tnn.save_checkpoint"
+        )
     return payload
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from tnn.checkpoint import CheckpointError, atomic_write, read_checkpoint
-from tnn.models import create_model, list_models
+from tnn.models import ThrottleNet, create_model, list_models
 
 __all__ = ["main"]
 
@@ -30,14 +30,39 @@ def _cmd_models(args: argparse.Namespace) -> int:
     for name in names:
         kwargs = {"in_channels": args.in_channels} if args.in_channels else {}
         model = create_model(name, **kwargs)
-        shape = "×".join(map(str, model.input_shape))
-        print(f"{name}  input {shape}  strategies {','.join(model.strategies)}")
+        shape, source = _models_input_shape(model, args.input_size)
+        print(f"{name}  input {'×'.join(map(str, shape))}{source}  strategies {','.join(model.strategies)}")
         print("  u       params    MFLOPs  FLOPs ratio")
-        full = model.flops(1.0)
+        full = model.flops(1.0, shape)
         for u in model.levels:
-            f = model.flops(u)
+            f = model.flops(u, shape)
             print(f"  {u:<6.3f} {model.params(u):>8,d} {f / 1e6:>9.2f} {f / full:>8.3f}")
     return 0
+
+
+def _models_input_shape(model: ThrottleNet, sizes: Sequence[int] | None) -> tuple[tuple[int, ...], str]:
+    """The input shape ``tnn models`` counts FLOPs at, and a note on where it came from.
+
+    ``--input-size`` sets it (one value: height = width; else every dimension after the channels);
+    otherwise the data set with the model's channels and rank gives it, as ``tnn pretrain`` builds
+    models (1 channel: Fashion-MNIST's 28×28); otherwise the model's default.
+    """
+    from tnn import data as tdata
+
+    c, *dims = model.input_shape
+    if sizes:
+        if len(sizes) == 1:
+            dims[-2:] = [sizes[0]] * min(2, len(dims))
+        elif len(sizes) == len(dims):
+            dims = list(sizes)
+        else:
+            raise ValueError(f"--input-size takes 1 or {len(dims)} values for {model.arch}, got {list(sizes)}")
+        return (c, *dims), ""
+    for name in tdata.DATASETS:
+        shape = tdata.input_shape(name)
+        if shape[0] == c and len(shape) == len(model.input_shape):
+            return tuple(shape), f" ({name})"
+    return tuple(model.input_shape), ""
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -200,6 +225,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("models", help="list registered models with params and FLOPs per level")
     p.add_argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. 'resnet*'")
     p.add_argument("--in-channels", type=int, default=None, help="input channels (1 for Fashion-MNIST)")
+    p.add_argument(
+        "--input-size",
+        type=int,
+        nargs="+",
+        default=None,
+        metavar="N",
+        help="count FLOPs at this input size: one value (height = width) or one per dimension after the channels "
+        "(default: the shape of the data set with those channels, e.g. 28 for 1 channel, else the model's)",
+    )
     p.set_defaults(func=_cmd_models)
 
     p = sub.add_parser("info", help="print a checkpoint's model card")

@@ -235,6 +235,43 @@ class CostProfile:
                 "profile this model (`tnn profile CKPT`) or pass the profile made for it"
             )
 
+    def check_model(
+        self, model: ThrottleNet, *, profile_name: str | None = None, checkpoint: str | os.PathLike | None = None
+    ) -> None:
+        """ProfileError unless this profile was measured for ``model``'s architecture.
+
+        A profile's costs belong to an architecture at an input shape, not to particular weights (the
+        shipped ResNet-20 profiles were measured with random weights), so what must agree is the model
+        name, input shape, classes, levels and FLOPs per level — not a checkpoint's hash.
+        ``profile_name`` (the profile's file) and ``checkpoint`` (the model's) go into the message.
+        """
+        problems = []
+        if self.model != model.arch:
+            problems.append(f"model {self.model} ≠ {model.arch}")
+        if tuple(self.input_shape) != tuple(model.input_shape):
+            problems.append(f"input {_shape(self.input_shape)} ≠ {_shape(model.input_shape)}")
+        if self.num_classes != model.num_classes:
+            problems.append(f"classes {self.num_classes} ≠ {model.num_classes}")
+        mine, theirs = self.levels_u, tuple(float(v) for v in model.levels)
+        if len(mine) != len(theirs) or any(abs(a - b) > 1e-9 for a, b in zip(mine, theirs, strict=False)):
+            problems.append(f"levels {list(mine)} ≠ {list(theirs)}")
+        elif not problems:  # the same name and shape can still be another width (model_kwargs): compare FLOPs
+            for lv in self.levels:
+                flops = model.flops(lv.u)
+                if lv.flops != flops:
+                    problems.append(f"FLOPs at u={lv.u:g} {lv.flops:,d} ≠ {flops:,d}")
+                    break
+        if not problems:
+            return
+        where = f"cost profile {profile_name}" if profile_name else "the cost profile"
+        target = f"{model.arch} in {checkpoint}" if checkpoint else f"the model {model.arch}"
+        command = f"tnn profile {checkpoint or 'CKPT'} --out PROFILE.json"
+        raise ProfileError(
+            f"{where} was measured for {self.model} ({_shape(self.input_shape)}), not for {target} "
+            f"({_shape(model.input_shape)}): {'; '.join(problems)} (profile ≠ model), so its costs do not apply. "
+            f"Profile this model with `{command}` and pass that profile (or profile=None for FLOPs estimates)"
+        )
+
     @property
     def energy_source(self) -> str:
         """The source of the energy figures (``nvml``, ``rapl`` or ``model``); mixed sources read ``mixed``."""
@@ -288,6 +325,10 @@ class CostProfile:
 
 
 _LEVEL_KEYS = tuple(f.name for f in dataclasses.fields(LevelCost))
+
+
+def _shape(shape: Sequence[int]) -> str:
+    return "×".join(map(str, shape))
 
 
 def _is_int(v: Any) -> bool:

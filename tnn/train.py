@@ -281,6 +281,32 @@ def build_model(cfg: PretrainConfig) -> ThrottleNet:
     return create_model(cfg.arch, **kwargs)
 
 
+_STATE_KEYS = ("version", "config", "epoch", "model", "optimizer", "history")
+
+
+def _read_run_state(path: Path) -> dict:
+    """The run state in ``last.pt`` (weights_only); CheckpointError naming the file if it is not one."""
+    fix = f"delete {path} to restart the run from epoch 0, or start a new run (another --out)"
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated, foreign or tampered: torch's errors are many and unspecified
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise CheckpointError(
+            f"{path} is corrupt or not a tnn run state ({type(err).__name__}: {first}); {fix}"
+        ) from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} is not a tnn run state (it holds a {type(state).__name__}); {fix}")
+    if "version" in state and state["version"] != STATE_VERSION:
+        raise CheckpointError(
+            f"{path} has run-state version {state['version']!r}, this tnn writes {STATE_VERSION}; "
+            "start a new run (another --out) or resume with the tnn version that wrote it"
+        )
+    missing = [k for k in _STATE_KEYS if k not in state]
+    if missing:
+        raise CheckpointError(f"{path} is not a tnn run state (missing {missing}); {fix}")
+    return state
+
+
 def _log(message: str) -> None:
     print(message, flush=True)
 
@@ -333,13 +359,10 @@ def pretrain(
     start_epoch, history = 0, []
 
     state_path = out / "last.pt"
+    if resume and not state_path.is_file():
+        log(f"resume: no {state_path} found, so the run starts from epoch 0")
     if resume and state_path.is_file():
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
-        if state.get("version") != STATE_VERSION:
-            raise CheckpointError(
-                f"{state_path} has run-state version {state.get('version')!r}, this tnn writes {STATE_VERSION}; "
-                "start a new run (another --out) or resume with the tnn version that wrote it"
-            )
+        state = _read_run_state(state_path)
         changed = _config_changes(state.get("config"), dataclasses.asdict(cfg))
         if changed:
             raise CheckpointError(

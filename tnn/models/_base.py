@@ -158,23 +158,67 @@ class ThrottleNet(nn.Module):
     def forward_level(self, x: torch.Tensor, s: Setting) -> torch.Tensor:
         raise NotImplementedError
 
+    def _count_shape(self, input_shape: Sequence[int] | None) -> tuple[int, ...]:
+        """``input_shape`` checked: the model's channels and rank, any positive spatial size."""
+        if input_shape is None:
+            return self.input_shape
+        shape = tuple(input_shape)
+        own = "×".join(map(str, self.input_shape))
+        if (
+            len(shape) != len(self.input_shape)
+            or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape)
+            or shape[0] != self.input_shape[0]
+        ):
+            raise ValueError(
+                f"{self.arch}: input_shape must be {len(own.split('×'))} positive integers starting with "
+                f"{self.input_shape[0]} channels (like {own}), got {input_shape!r}"
+            )
+        return shape
+
     def _count(self, u: float, input_shape: Sequence[int] | None) -> CostCounter:
-        """Run the sliced forward on meta tensors (no compute, no side effects) and count."""
-        self.level_index(u)
-        shape = tuple(input_shape) if input_shape is not None else self.input_shape
+        """Run the sliced forward on meta tensors (no compute, no side effects) and count.
+
+        The network runs through :class:`_AnyShape`, so the count can be taken at an input shape
+        other than the one :meth:`forward` accepts: every family ends in a global pool.
+        """
+        level = self.level_index(u)
+        shape = self._count_shape(input_shape)
         meta = {
-            name: torch.empty_like(t, device="meta") for name, t in chain(self.named_parameters(), self.named_buffers())
+            f"net.{name}": torch.empty_like(t, device="meta")
+            for name, t in chain(self.named_parameters(), self.named_buffers())
         }
         counter = CostCounter()
         x = torch.empty((2, *shape), device="meta")  # batch 2: BatchNorm refuses one value per channel
-        with torch.no_grad():
-            torch.func.functional_call(self, meta, (x,), {"u": u, "counter": counter})
+        try:
+            with torch.no_grad():
+                torch.func.functional_call(_AnyShape(self), meta, (x, level, counter))
+        except RuntimeError as err:
+            if shape == self.input_shape:
+                raise
+            size = "×".join(map(str, shape))
+            raise ValueError(f"{self.arch} cannot run at input {size}: {err}") from None
         return counter
 
     def flops(self, u: float = 1.0, input_shape: Sequence[int] | None = None) -> int:
-        """FLOPs per sample of ``self(x, u)`` (multiply-add = 2), as FlopCounterMode counts them."""
+        """FLOPs per sample of ``self(x, u)`` (multiply-add = 2), as FlopCounterMode counts them.
+
+        ``input_shape`` (default: :attr:`input_shape`) counts them at another spatial (or temporal)
+        size with the same channels — what the same layers cost on, e.g., 28×28 instead of 32×32.
+        """
         return self._count(u, input_shape).flops
 
     def params(self, u: float = 1.0) -> int:
         """Parameters the network uses at ``u`` (sliced weights and that level's norms only)."""
         return self._count(u, None).params
+
+
+class _AnyShape(nn.Module):
+    """``net`` without its input-shape check, for counting cost at another input size (on meta tensors)."""
+
+    def __init__(self, net: ThrottleNet) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor, level: int, counter: CostCounter) -> torch.Tensor:
+        x = (x - self.net.mean) / self.net.std
+        return self.net.forward_level(x, Setting(level, counter=counter))
