@@ -54,8 +54,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _summary(m: dict[str, Any]) -> str:
     hist = " ".join(f"{u}:{c}" for u, c in m["u_histogram"].items() if c)
     return (
-        f"{m['method']} {m['setting']}: accuracy {m['accuracy']:.2f}% | energy {m['energy_mj']:.4g} mJ | "
-        f"latency {m['latency_ms']:.4g} ms | {m['flops'] / 1e6:.3g} MFLOPs per input | "
+        f"{m['method']} {m['setting']}: accuracy {m['accuracy']:.2f}% | energy {m['energy_mj']:.4g} mJ/input | "
+        f"latency {m['latency_ms']:.4g} ms (batch call) | {m['flops'] / 1e6:.3g} MFLOPs/input | "
         f"budget violations {m['budget_violations']}/{m['episodes']} episodes | u histogram {hist}"
     )
 

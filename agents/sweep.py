@@ -12,7 +12,10 @@ price outweighs what it tells, a controller without it does better. Results:
 with each point's gain over the static front at equal energy), ``metrics.json`` (every evaluation,
 the hypervolumes, those gains and timings), ``config.yml`` and ``command.txt``, and ``runs/`` with each
 controller's run directory (a finished run is reused, so an interrupted sweep continues; a run
-trained with other settings than the sweep's is refused, not reused).
+trained with other settings than the sweep's is refused, not reused). The controllers behind the
+reported points are copied to ``controllers/<run>/`` (the policy, its observation statistics, the
+evaluation env and the run's config, command and metrics, without TensorBoard logs and
+checkpoints): small enough to ship, and ``tnn evaluate-controller`` loads them as they are.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ from agents.evaluate import EVAL_COPIES, METRICS_VERSION, close_all, evaluate_po
 from agents.pareto import ParetoPoint, hypervolumes, plot_pareto, static_gaps, write_pareto_csv
 from tnn.checkpoint import atomic_write
 
-__all__ = ["SweepConfig", "baseline_policy", "run_demo", "run_sweep"]
+__all__ = ["CONTROLLER_FILES", "SweepConfig", "baseline_policy", "export_controllers", "run_demo", "run_sweep"]
 
 METRIC_OF = {"energy": "energy_mj", "latency": "latency_ms", "flops": "flops"}
 
@@ -191,13 +194,15 @@ def run_sweep(cfg: SweepConfig, out: str | Path, *, command: str = "") -> list[P
             run(BanditPolicy.fit(table, costs, lam, seed=cfg.seed))
         timings["bandit"] = time.perf_counter() - t
     selections: list[dict[str, Any]] = []
+    chosen_runs: list[Path] = []  # the run directories behind the controller points, in order
     if "controller" in cfg.methods:
         multi = len(cfg.observations) > 1
         pick = f", the val-best of observation {' / '.join(cfg.observations)}" if multi else ""
         t = stage(f"{cfg.algo}: one controller per λ{pick}, {cfg.timesteps:,} steps each")
         for lam in cfg.lams:
             candidates = _train_per_observation(cfg, out, lam)
-            obs_name, _run_dir, _kwargs, m = _select(cfg, lam, candidates, selections, conditioned=False)
+            obs_name, run_dir, _kwargs, m = _select(cfg, lam, candidates, selections, conditioned=False)
+            chosen_runs.append(run_dir)
             setting = f"λ={lam:g}" + (f" obs={obs_name}" if multi else "")
             m = {**m, "setting": setting}
             evaluations.append(m)
@@ -217,11 +222,14 @@ def run_sweep(cfg: SweepConfig, out: str | Path, *, command: str = "") -> list[P
             for lam in cfg.lams:
                 reward = _pinned_lam_reward(lam, cfg.lams)
                 candidates = [(o, d, _pinned_kwargs(k, reward), p) for o, d, k, p in policies]
-                obs_name, _run_dir, kwargs, policy = _select(cfg, lam, candidates, selections, conditioned=True)
+                obs_name, run_dir, kwargs, policy = _select(cfg, lam, candidates, selections, conditioned=True)
+                chosen_runs.append(run_dir)
                 policy.setting = f"λ={lam:g}" + (f" obs={obs_name}" if multi else "")
                 run(policy, {**kwargs, "split": "test"})
             timings[f"{cfg.algo}-budget"] = time.perf_counter() - t
 
+    if "controller" in cfg.methods:
+        export_controllers(chosen_runs, out / "controllers")
     write_pareto_csv(out / "pareto.csv", points)
     plot_pareto(points, out / "pareto.png", title=cfg.title)
     hv = {m: hypervolumes(points, m) for m in ("energy_mj", "latency_ms", "flops")}
@@ -244,6 +252,12 @@ def run_sweep(cfg: SweepConfig, out: str | Path, *, command: str = "") -> list[P
     table = markdown_table(points, hv["energy_mj"], gaps.get("energy_mj"))
     if selections:
         table += "\n\n" + selection_table(selections)
+    if chosen_runs:
+        names = ", ".join(f"`{n}`" for n in dict.fromkeys(d.name for d in chosen_runs))
+        table += (
+            f"\n\nThe controllers behind these points are in `controllers/` ({names}); "
+            f"`tnn evaluate-controller {out / 'controllers' / chosen_runs[0].name}` evaluates one on the test split."
+        )
     note = (
         f"`{command}` — test split, means over inputs: energy and FLOPs per input, latency of the batch call "
         f"an input is part of; costs: {cost_source}\n\n"
@@ -253,6 +267,43 @@ def run_sweep(cfg: SweepConfig, out: str | Path, *, command: str = "") -> list[P
     atomic_write(out / "pareto.md", lambda fh: fh.write((note + table + "\n").encode()))
     _log(table)
     return points
+
+
+CONTROLLER_FILES = ("model.zip", "vecnormalize.pkl", "eval_env.json", "config.yml", "command.txt", "metrics.json")
+"""What ``controllers/<run>/`` keeps of a run directory: enough to load and evaluate the controller."""
+
+
+def export_controllers(run_dirs: Sequence[Path], dest: Path) -> list[Path]:
+    """Copy the loadable part of each run directory (:data:`CONTROLLER_FILES`) to ``dest/<run name>/``.
+
+    ``dest`` is replaced as a whole (built beside it, then renamed), so it never mixes controllers of
+    two sweeps and an interrupted export leaves the previous one intact. Returns the copies.
+    """
+    import shutil
+    import tempfile
+
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}-", dir=dest.parent))
+    copies = []
+    try:
+        for run_dir in dict.fromkeys(Path(d) for d in run_dirs):
+            target = tmp / run_dir.name
+            target.mkdir()
+            for name in CONTROLLER_FILES:
+                if (run_dir / name).is_file():
+                    shutil.copy2(run_dir / name, target / name)
+            copies.append(dest / run_dir.name)
+        old = dest.with_name(f".{dest.name}-old")
+        if dest.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            dest.rename(old)
+        tmp.rename(dest)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return copies
 
 
 def _controller_lams(cfg: SweepConfig) -> list[float | None]:

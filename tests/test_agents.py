@@ -697,6 +697,7 @@ def test_pareto_keeps_the_val_best_observation_per_lambda(toy, tmp_path):
 
     from agents.pareto import read_pareto_csv
     from agents.sweep import SweepConfig, run_sweep
+    from tnn.cli import main
 
     cfg = SweepConfig(
         env_id="tnn/ThrottleDiscrete-v0",
@@ -735,6 +736,41 @@ def test_pareto_keeps_the_val_best_observation_per_lambda(toy, tmp_path):
         assert point.accuracy == pytest.approx(chosen_test["accuracy"], abs=1e-3)
         assert point.energy_mj == pytest.approx(chosen_test["energy_mj"], rel=1e-4)
     assert "chosen" in (out / "pareto.md").read_text()
+    # the chosen controllers are exported without logs or checkpoints, and load as they are
+    chosen = {f"ppo-lam{s['lam']:g}-{s['chosen']}" for s in selections}
+    chosen |= {f"ppo-conditioned-{s['chosen']}" for s in budget}
+    assert {d.name for d in (out / "controllers").iterdir()} == chosen
+    for s in selections:
+        copy = out / "controllers" / f"ppo-lam{s['lam']:g}-{s['chosen']}"
+        assert not (copy / "tb").exists() and not (copy / "checkpoints").exists()
+        assert main(["evaluate-controller", str(copy), "--out", str(tmp_path / "e.json"), "--no-progress"]) == 0
+        again = json.loads((tmp_path / "e.json").read_text())
+        point = points[f"λ={s['lam']:g} obs={s['chosen']}"]
+        assert again["accuracy"] == pytest.approx(point.accuracy, abs=1e-3)
+    assert "controllers/" in (out / "pareto.md").read_text()
+
+
+def test_export_controllers_keeps_the_loadable_files_and_replaces_the_previous_export(tmp_path):
+    from agents.sweep import CONTROLLER_FILES, export_controllers
+
+    runs = []
+    for name in ("ppo-lam0.1-features", "ppo-conditioned-none"):
+        run = tmp_path / "runs" / name
+        (run / "tb").mkdir(parents=True)
+        (run / "checkpoints").mkdir()
+        (run / "checkpoints" / "rl_model_8_steps.zip").write_bytes(b"ckpt")
+        for f in CONTROLLER_FILES:
+            (run / f).write_text(f"{name}/{f}")
+        runs.append(run)
+    dest = tmp_path / "controllers"
+    copies = export_controllers([runs[0], runs[1], runs[0]], dest)  # a run chosen twice is copied once
+    assert copies == [dest / "ppo-lam0.1-features", dest / "ppo-conditioned-none"]
+    for run, copy in zip(runs, copies, strict=True):
+        assert sorted(p.name for p in copy.iterdir()) == sorted(CONTROLLER_FILES)
+        assert (copy / "model.zip").read_text() == f"{run.name}/model.zip"
+    export_controllers([runs[1]], dest)  # a second sweep's export replaces the first one's
+    assert [p.name for p in dest.iterdir()] == ["ppo-conditioned-none"]
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
 def test_pareto_cli_rejects_unknown_observation(toy, tmp_path, capsys):
