@@ -24,6 +24,7 @@ __all__ = [
     "ThrottleDiscreteEnv",
     "ThrottleEnv",
     "draw_episode",
+    "in_results",
     "resolve_checkpoint",
     "results_dir",
 ]
@@ -53,6 +54,17 @@ def shipped_checkpoints() -> dict[str, Path]:
     return {p.parent.name: p for p in sorted(root.glob("*/model.pt"))} if root.is_dir() else {}
 
 
+def in_results(path: str | os.PathLike) -> Path:
+    """``path``; a relative ``results/...`` path that is not there from the working directory is looked
+    up in :func:`results_dir` instead, so the files the repository ships (run configs, ``eval_env.json``
+    of shipped controllers) name their checkpoints and profiles the same way from anywhere."""
+    path = Path(path)
+    if path.exists() or path.is_absolute() or not path.parts or path.parts[0] != "results":
+        return path
+    inside = results_dir().joinpath(*path.parts[1:])
+    return inside if inside.exists() else path
+
+
 def resolve_checkpoint(checkpoint: str | os.PathLike | None) -> Path:
     """A checkpoint path from None (the default), a shipped model's name, or a path."""
     if checkpoint is None:
@@ -63,7 +75,7 @@ def resolve_checkpoint(checkpoint: str | os.PathLike | None) -> Path:
     shipped = shipped_checkpoints()
     if str(checkpoint) in shipped:
         return shipped[str(checkpoint)]
-    path = Path(checkpoint)
+    path = in_results(checkpoint)
     if path.is_file():
         return path
     names = ", ".join(shipped) or "none found"
@@ -317,7 +329,7 @@ class ThrottleEnv(gym.Env):
             profile.check_model(self.model, checkpoint=self.checkpoint)
             return profile, "given CostProfile"
         if profile is not None:
-            path = Path(profile)
+            path = in_results(profile)
             if not path.is_file():
                 raise FileNotFoundError(f"no cost profile at {path}; make one with `tnn profile` or pass profile=None")
             loaded = CostProfile.load(path)

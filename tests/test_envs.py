@@ -482,3 +482,23 @@ def test_episode_length_is_the_envs_own_not_a_registered_time_limit(tiny, env_id
     for t in range(100):
         _, _, terminated, truncated, _ = env.step(action)
         assert not terminated and truncated == (t == 99)
+
+
+def test_results_paths_resolve_from_any_working_directory(tmp_path, monkeypatch):
+    """The repository's files name checkpoints and profiles as results/...; from another directory
+    those resolve in the results directory, while a path that exists where it is given wins."""
+    from envs.throttle import in_results, resolve_checkpoint, results_dir
+
+    shipped = "results/models/fashion_mnist-vgg11-tnn/model.pt"
+    monkeypatch.chdir(tmp_path)
+    assert resolve_checkpoint(shipped) == results_dir() / "models/fashion_mnist-vgg11-tnn/model.pt"
+    assert in_results("results/profiles/fashion_mnist-vgg11-cpu-b1.json").is_file()
+    local = tmp_path / "results" / "profiles" / "fashion_mnist-vgg11-cpu-b1.json"
+    local.parent.mkdir(parents=True)
+    local.write_text("{}")
+    assert in_results("results/profiles/fashion_mnist-vgg11-cpu-b1.json") == Path(
+        "results/profiles/fashion_mnist-vgg11-cpu-b1.json"
+    )
+    assert in_results("elsewhere/model.pt") == Path("elsewhere/model.pt")
+    with pytest.raises(ValueError, match="not a file nor a shipped model"):
+        resolve_checkpoint("results/models/nothing/model.pt")
