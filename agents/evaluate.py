@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from agents.env_kwargs import check_env_kwargs
-from tnn.checkpoint import atomic_write
+from tnn.checkpoint import atomic_write, describe_error
 
 __all__ = [
     "EVAL_COPIES",
@@ -170,10 +170,7 @@ def load_vecnormalize(path: str | Path, venv: Any = None) -> Any:
         with open(path, "rb") as fh:
             vecnorm = pickle.load(fh)  # written by this package's training; never load pickles from elsewhere
     except Exception as err:  # truncated or foreign: unpickling errors are many and unspecified
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise ValueError(
-            f"{path} is corrupt or not VecNormalize statistics ({type(err).__name__}: {first}); {fix}"
-        ) from None
+        raise ValueError(f"{path} is corrupt or not VecNormalize statistics ({describe_error(err)}); {fix}") from None
     if not isinstance(vecnorm, VecNormalize):
         raise ValueError(f"{path} holds a {type(vecnorm).__name__}, not VecNormalize statistics; {fix}")
     if venv is not None:

@@ -474,12 +474,14 @@ def _check_reusable(tc: Any, run_dir: Path) -> None:
 
 
 def _train_or_reuse(tc: Any, run_dir: Path) -> dict[str, Any]:
-    """A finished run's test metrics, else train (resuming from its checkpoints when there are some)."""
+    """A finished run's test metrics, else train (resuming from its checkpoints when there are some).
+
+    ``run_sweep`` has checked every run directory with :func:`_check_reusable` before it started.
+    """
     import json
 
     from agents.train import train_controller
 
-    _check_reusable(tc, run_dir)
     metrics_path = run_dir / "metrics.json"
     if metrics_path.is_file() and (run_dir / "model.zip").is_file():
         m = json.loads(metrics_path.read_text())

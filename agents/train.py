@@ -130,7 +130,6 @@ def make_vec_env(env_id: str, n_envs: int, env_kwargs: Mapping[str, Any], seed: 
 
     import envs
 
-    check_env_kwargs(env_id, env_kwargs)
     kwargs = {k: v for k, v in env_kwargs.items() if k != "sequential"}
     try:
         from envs.vec import ThrottleVecEnv
@@ -220,18 +219,6 @@ def run_config(cfg: TrainConfig) -> dict[str, Any]:
     }
 
 
-def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(obj, Mapping) and obj:
-        out: dict[str, Any] = {}
-        for k, v in obj.items():
-            out.update(_flatten(v, f"{prefix}{k}."))
-        return out
-    return {prefix[:-1]: obj}
-
-
-_UNSET = "(not set)"
-
-
 def config_changes(saved: Mapping[str, Any], current: Mapping[str, Any], ignore: tuple[str, ...] = ()) -> list[str]:
     """The fields of two run configs that differ, as "name: old → new" (nested keys dotted).
 
@@ -240,18 +227,12 @@ def config_changes(saved: Mapping[str, Any], current: Mapping[str, Any], ignore:
     """
     import yaml
 
-    def flat(config: Mapping[str, Any]) -> dict[str, Any]:
-        config = yaml.safe_load(yaml.safe_dump(dict(config), allow_unicode=True)) or {}
-        out = _flatten({k: v for k, v in config.items() if k not in ignore})
-        out.pop("meta.n_timesteps", None)
-        return out
+    from tnn.train import config_changes as changes
 
-    old, new = flat(saved), flat(current)
-    return [
-        f"{k}: {old.get(k, _UNSET)!r} → {new.get(k, _UNSET)!r}"
-        for k in sorted(old.keys() | new.keys())
-        if old.get(k, _UNSET) != new.get(k, _UNSET)
-    ]
+    def as_saved(config: Mapping[str, Any]) -> dict[str, Any]:
+        return yaml.safe_load(yaml.safe_dump(dict(config), allow_unicode=True)) or {}
+
+    return changes(as_saved(saved), as_saved(current), (*ignore, "meta.n_timesteps"))
 
 
 def read_run_config(out: Path) -> dict[str, Any]:

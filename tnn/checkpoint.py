@@ -32,6 +32,7 @@ __all__ = [
     "VERSION",
     "CheckpointError",
     "atomic_write",
+    "describe_error",
     "load_checkpoint",
     "model_from_payload",
     "read_checkpoint",
@@ -40,6 +41,12 @@ __all__ = [
 
 FORMAT = "tnn-checkpoint"
 VERSION = 1
+
+
+def describe_error(err: BaseException) -> str:
+    """``"Type: first line of the message"``: what a loader's failure says, short enough for a one-line error."""
+    lines = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
 
 
 _ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format since 1.6
@@ -152,13 +159,12 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
             warnings.simplefilter("ignore", UserWarning)
             payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(
             f"{path} holds objects other than tensors and primitives, which are never unpickled "
-            f"(weights_only=True): not a TNN checkpoint, or a tampered one ({first})"
+            f"(weights_only=True): not a TNN checkpoint, or a tampered one ({describe_error(err)})"
         ) from None
     except Exception as err:  # the loader's failures on garbage are many and unspecified; name the file
-        raise CheckpointError(f"{path} is corrupt or not a PyTorch file ({type(err).__name__}: {err})") from None
+        raise CheckpointError(f"{path} is corrupt or not a PyTorch file ({describe_error(err)})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(
             f"{path} is a PyTorch file but not a TNN checkpoint (no 'format': {FORMAT!r}); "

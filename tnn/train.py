@@ -21,7 +21,7 @@ import os
 import shlex
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from tnn import data as tdata
-from tnn.checkpoint import CheckpointError, atomic_write, model_from_payload, read_checkpoint, save_checkpoint
+from tnn.checkpoint import (
+    CheckpointError,
+    atomic_write,
+    describe_error,
+    model_from_payload,
+    read_checkpoint,
+    save_checkpoint,
+)
 from tnn.models import ThrottleNet, create_model
 
 __all__ = ["PretrainConfig", "PretrainResult", "Sandwich", "evaluate", "evaluate_checkpoint", "pretrain"]
@@ -221,13 +228,31 @@ RUNTIME_FIELDS = ("threads", "data_root", "eval_batch_size")
 """Config fields a resumed run may change: where the data lies and how fast it runs, not what it learns."""
 
 
-def _config_changes(saved: Any, cfg: dict[str, Any]) -> str:
-    """The fields (outside RUNTIME_FIELDS) whose saved values differ from ``cfg``, as "name: old → new"."""
-    if not isinstance(saved, dict):
-        return "no config saved"
-    saved = _with_new_defaults(saved)
-    keys = sorted((set(saved) | set(cfg)) - set(RUNTIME_FIELDS))
-    return ", ".join(f"{k}: {saved.get(k)!r} → {cfg.get(k)!r}" for k in keys if saved.get(k) != cfg.get(k))
+_UNSET = "(not set)"
+
+
+def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(obj, Mapping) and obj:
+        out: dict[str, Any] = {}
+        for k, v in obj.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: obj}
+
+
+def config_changes(saved: Mapping[str, Any], current: Mapping[str, Any], ignore: Sequence[str] = ()) -> list[str]:
+    """The fields of two configs that differ, as "name: old → new" (nested keys dotted, e.g.
+    ``model_kwargs.widths``); a field named in ``ignore`` (top-level or dotted) is skipped with all below it."""
+
+    def kept(key: str) -> bool:
+        return not any(key == i or key.startswith(i + ".") for i in ignore)
+
+    old, new = _flatten(saved), _flatten(current)
+    return [
+        f"{k}: {old.get(k, _UNSET)!r} → {new.get(k, _UNSET)!r}"
+        for k in sorted(old.keys() | new.keys())
+        if kept(k) and old.get(k, _UNSET) != new.get(k, _UNSET)
+    ]
 
 
 def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -290,10 +315,7 @@ def _read_run_state(path: Path) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # truncated, foreign or tampered: torch's errors are many and unspecified
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise CheckpointError(
-            f"{path} is corrupt or not a tnn run state ({type(err).__name__}: {first}); {fix}"
-        ) from None
+        raise CheckpointError(f"{path} is corrupt or not a tnn run state ({describe_error(err)}); {fix}") from None
     if not isinstance(state, dict):
         raise CheckpointError(f"{path} is not a tnn run state (it holds a {type(state).__name__}); {fix}")
     if "version" in state and state["version"] != STATE_VERSION:
@@ -361,12 +383,14 @@ def pretrain(
     state_path = out / "last.pt"
     if resume and not state_path.is_file():
         log(f"resume: no {state_path} found, so the run starts from epoch 0")
-    if resume and state_path.is_file():
+    elif resume:
         state = _read_run_state(state_path)
-        changed = _config_changes(state.get("config"), dataclasses.asdict(cfg))
-        if changed:
+        saved = state["config"]
+        changed = config_changes(_with_new_defaults(saved), dataclasses.asdict(cfg), RUNTIME_FIELDS)
+        if not isinstance(saved, dict) or changed:
+            why = ", ".join(changed) if isinstance(saved, dict) else "no config saved"
             raise CheckpointError(
-                f"{state_path} was written by a different config ({changed}); resume with the same flags "
+                f"{state_path} was written by a different config ({why}); resume with the same flags "
                 f"(its config.json) or start a new run (another --out)"
             )
         model.load_state_dict(state["model"])
