@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# One short lease of a GPU, spent on what the CPU cannot do:
+#
+#   scripts/gpu-lease.sh OUT [DEADLINE_S]
+#
+# 1. every CIFAR-10 model this repo ships (resnet20 TNN with its vanilla and half-width twins, the
+#    VGG-16, DenseNet-BC-100 and ResNeXt-29 TNNs), trained side by side by scripts/gpu_budget.py so
+#    that all end within DEADLINE_S seconds (default 440); OUT/train/plan.json records how;
+# 2. NVML energy/latency profiles of resnet20 (batch 1 with CUDA graphs, batch 256).
+# OUT gets r20.tar.gz, families.tar.gz, profiles.tar.gz and the logs: few files, as a lease returns.
+# TAG names the GPU in the profile files (default: read off nvidia-smi, e.g. h100). DEVICE=cpu GPU_BUDGET_ARGS='--limit 512
+# --batch-size 64' checks the plumbing on a CPU.
+set -uo pipefail
+out=$(realpath -m "$1")
+deadline=${2:-440}
+cd "$(dirname "$0")/.."
+export PYTHONPATH="$PWD" PYTHONUNBUFFERED=1
+PY=${PYTHON:-python3}
+DEVICE=${DEVICE:-cuda}
+if [ -z "${TAG:-}" ] && [ "$DEVICE" = cuda ]; then
+	TAG=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1 | grep -oiE 'h100|h200|a100|l40s|l4' | head -1 |
+		tr '[:upper:]' '[:lower:]')
+fi
+TAG=${TAG:-gpu}
+mkdir -p "$out"
+if [ -z "${TNN_DATA:-}" ]; then
+	export TNN_DATA=/tmp/tnn-data
+	[ -f "$TNN_DATA/cifar-10-batches-py/test_batch" ] ||
+		"$PY" device-data/prepare_cifar10.py "$TNN_DATA/cifar-10-batches-py" || exit 2
+fi
+[ "$DEVICE" = cuda ] && nvidia-smi --query-gpu=name,driver_version,power.draw,power.limit --format=csv
+# shellcheck disable=SC2086  # GPU_BUDGET_ARGS holds several flags
+"$PY" scripts/gpu_budget.py "$out/train" --deadline "$deadline" --device "$DEVICE" ${GPU_BUDGET_ARGS:-} 2>&1 |
+	tee "$out/train.log"
+cd "$out/train" && tar --exclude=last.pt -czf "$out/r20.tar.gz" cifar10-resnet20-* plan.json
+tar --exclude=last.pt -czf "$out/families.tar.gz" cifar10-vgg16-* cifar10-densenet* cifar10-resnext* plan.json
+cd - >/dev/null
+energy=(--device "$DEVICE")
+graphs=()
+if [ "$DEVICE" = cuda ]; then graphs=(--cuda-graphs); else energy+=(--energy model); fi
+mkdir -p "$out/profiles"
+{
+	timeout 40 "$PY" -m tnn.cli profile resnet20 "${energy[@]}" --batch-size 256 --repeats 30 --windows 2 \
+		--out "$out/profiles/cifar10-resnet20-$TAG-b256.json"
+	timeout 40 "$PY" -m tnn.cli profile resnet20 "${energy[@]}" --batch-size 1 "${graphs[@]}" --repeats 100 \
+		--windows 2 --out "$out/profiles/cifar10-resnet20-$TAG-b1.json"
+	"$PY" -m tnn.cli profile-show "$out"/profiles/*.json
+} 2>&1 | tee "$out/profiles.log"
+tar -C "$out" -czf "$out/profiles.tar.gz" profiles
+rm -rf "$out/train" "$out/profiles"
+ls -la "$out"
