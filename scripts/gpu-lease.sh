@@ -32,8 +32,10 @@ fi
 # shellcheck disable=SC2086  # GPU_BUDGET_ARGS holds several flags
 "$PY" scripts/gpu_budget.py "$out/train" --deadline "$deadline" --device "$DEVICE" ${GPU_BUDGET_ARGS:-} 2>&1 |
 	tee "$out/train.log"
-cd "$out/train" && tar --exclude=last.pt -czf "$out/r20.tar.gz" cifar10-resnet20-* plan.json
-tar --exclude=last.pt -czf "$out/families.tar.gz" cifar10-vgg16-* cifar10-densenet* cifar10-resnext* plan.json
+# a finished run's last.pt is dead weight; an unfinished one's is the way to resume it
+cd "$out/train" && for d in cifar10-*/; do [ -f "$d/model.pt" ] && rm -f "$d/last.pt"; done
+tar -czf "$out/r20.tar.gz" cifar10-resnet20-* plan.json
+tar -czf "$out/families.tar.gz" cifar10-vgg16-* cifar10-densenet* cifar10-resnext* plan.json
 cd - >/dev/null
 energy=(--device "$DEVICE")
 graphs=()

@@ -7,8 +7,9 @@ as fit. It (1) times a few real training steps of every job alone on the device 
 job's own model, batch, levels and precision), (2) gives every job the epochs that fit before
 ``--deadline`` seconds (counted from the script's start) when all run at once, assuming they slow
 one another down by ``--slowdown``, (3) starts them all as separate processes, and (4) watches
-their logs: when any job's projected end passes the deadline, the lowest-priority job still
-running is stopped (its partial run is kept, labelled as such in ``plan.json``). Jobs of one
+their logs: when any job's projected end (at the rate of its epochs since the last stop) passes
+the deadline, the lowest-priority job still running is stopped (its partial run and ``last.pt``
+are kept, labelled as such in ``plan.json``). Jobs of one
 ``group`` (a TNN and its vanilla/half-width twins) get the same epochs: the twins must share the
 TNN's recipe. Each job writes a normal `tnn pretrain` run directory, so its model card and
 metrics are what `tnn evaluate` measures. ``OUT/plan.json`` records the timings, the epochs given,
@@ -51,7 +52,8 @@ class Job:
     log: list[str] = field(default_factory=list)
     started: float = 0.0
     ended: float = 0.0
-    seen: dict[int, float] = field(default_factory=dict)  # epoch -> when its line was first seen (s)
+    seen: dict[int, tuple[float, float]] = field(default_factory=dict)
+    """epoch -> (when its log line was first seen, the job's training seconds it reports)"""
 
 
 def default_jobs() -> list[Job]:
@@ -123,6 +125,20 @@ def time_step(job: Job, device: str, steps: int) -> float:
         opt.step()
     sync()
     return (time.perf_counter() - start) / steps
+
+
+def projected_end(job: Job, since: float, final_s: float) -> float | None:
+    """When ``job`` will end (script seconds), at the rate of its epochs logged after ``since``.
+
+    Only epochs seen after ``since`` (the last time a job was stopped) count: the rate from before
+    a stop is that of a busier GPU. The first epoch (warm-up, autotuning) never counts. ``None``
+    until two such epochs are in.
+    """
+    points = sorted((k, *v) for k, v in job.seen.items() if k >= 2 and v[0] > since)
+    if len(points) < 2:
+        return None
+    (k0, _, s0), (k1, t1, s1) = points[0], points[-1]
+    return t1 + (job.epochs - k1) * (s1 - s0) / (k1 - k0) + final_s
 
 
 def plan(jobs: list[Job], window_s: float, slowdown: float, eval_overhead: float, min_epochs: int) -> None:
@@ -221,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
                 for line in text[len(job.log) :]:
                     m = EPOCH_LINE.match(line)
                     if m:
-                        job.seen[int(m[1])] = now
+                        job.seen[int(m[1])] = (now, float(m[3]))
                         report(f"{job.name}: {line}")
                 job.log = text
             rc = procs[job.name].poll()
@@ -236,16 +252,11 @@ def main(argv: list[str] | None = None) -> int:
             over = True
         else:
             for job in running:
-                done = [m for m in map(EPOCH_LINE.match, job.log) if m]
-                if len(done) >= 3:  # the rate of the last (up to) 3 epochs: it changes as jobs end
-                    k, total = int(done[-1][1]), int(done[-1][2])
-                    back = done[max(0, len(done) - 4)]
-                    rate = (int(done[-1][3]) - int(back[3])) / (k - int(back[1]))
-                    projected = job.seen[k] + (total - k) * rate + args.final_s
-                    if projected > args.deadline:
-                        report(f"{job.name} projected to end at {projected:.0f}s, past the deadline")
-                        over = True
-        if over and (now - last_stop > 15 or now > args.deadline):
+                projected = projected_end(job, last_stop, args.final_s)
+                if projected is not None and projected > args.deadline:
+                    report(f"{job.name} projected to end at {projected:.0f}s, past the deadline")
+                    over = True
+        if over:
             # out of time: stop everything; else the lowest-priority job, to speed up the rest
             victims = running if now > args.deadline else [max(running, key=lambda j: j.priority)]
             for v in victims:
