@@ -941,7 +941,8 @@ def plot_profiles(paths: Sequence[str | os.PathLike], out_dir: str | os.PathLike
                 ax_ratio.plot(u, flops / flops[-1], ls="--", color="gray", label="FLOPs ratio")
             ax_abs.set(title=f"{what}", xlabel="u", ylabel=unit)
             ax_ratio.set(title=f"{what} / u=1", xlabel="u", ylabel="ratio")
-            ax_ratio.set_ylim(bottom=0)
+            # from 0, and tall enough for every profile drawn on these axes (a level can cost more than u=1)
+            ax_ratio.set_ylim(0, max(ax_ratio.get_ylim()[1], 1.05 * float(np.max(arr[:, 0] / ref))))
             for ax in (ax_abs, ax_ratio):
                 ax.grid(alpha=0.3)
             ax_ratio.legend(fontsize=7)
