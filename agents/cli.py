@@ -108,6 +108,18 @@ def _observations(text: str) -> list[str]:
     return names
 
 
+def _env_ids(text: str) -> list[str]:
+    import envs
+
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    bad = [n for n in names if n not in envs.ENV_IDS]
+    if bad or not names or len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(
+            f"expected distinct comma-separated env ids from {', '.join(envs.ENV_IDS)}; got {text!r}"
+        )
+    return names
+
+
 def _cmd_pareto(args: argparse.Namespace) -> int:
     from agents.sweep import SweepConfig, run_sweep
 
@@ -121,6 +133,7 @@ def _cmd_pareto(args: argparse.Namespace) -> int:
         methods=tuple(args.methods),
         budget_conditioned=not args.no_budget_conditioned,
         observations=tuple(args.observations),
+        controller_env_ids=tuple(args.controller_env_ids or ()),
         progress=not args.no_progress,
         title=args.title or "",
     )
@@ -191,6 +204,15 @@ def add_cli(sub: Any) -> None:
         metavar="OBS[,OBS]",
         help="controller observations to train (features, pixels, none); with several, each λ keeps the one "
         "with the best val trade-off reward (e.g. features,none: whether the preview pays for its cost)",
+    )
+    p.add_argument(
+        "--controller-env-ids",
+        type=_env_ids,
+        default=None,
+        metavar="ID[,ID]",
+        help="env ids to train the controllers on (default: --env-id); with several, each λ keeps the one with "
+        "the best val trade-off reward (e.g. tnn/Throttle-v0,tnn/ThrottleDiscrete-v0: continuous u or one "
+        "action per level); the baselines run on --env-id",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--title", default=None)

@@ -25,7 +25,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -61,9 +61,30 @@ class SweepConfig:
     methods: tuple[str, ...] = ("static", "random", "oracle", "cascade", "bandit", "controller")
     budget_conditioned: bool = True
     observations: tuple[str, ...] = ("features",)
+    controller_env_ids: tuple[str, ...] = ()
+    """env ids the controllers are trained on (default: ``env_id`` alone); with several (e.g. the
+    continuous ``tnn/Throttle-v0`` and the discrete ``tnn/ThrottleDiscrete-v0``), each λ keeps the
+    val-best, as with ``observations``. The baselines always run on ``env_id``."""
     hyperparams: dict = field(default_factory=dict)
     progress: bool = True
     title: str = ""
+
+
+class _Run(NamedTuple):
+    """One candidate controller of a λ: its label (observation and/or env, when the sweep has several),
+    env id, run directory, env kwargs and what goes with it (a TrainConfig, test metrics or a policy)."""
+
+    label: str
+    observation: str
+    env_id: str
+    run_dir: Path
+    kwargs: dict[str, Any]
+    item: Any
+
+
+def _env_short(env_id: str) -> str:
+    """``tnn/ThrottleDiscrete-v0`` → ``ThrottleDiscrete``: how a sweep labels a controller's env."""
+    return env_id.rsplit("/", 1)[-1].rsplit("-v", 1)[0]
 
 
 def _make(env_id: str, kwargs: Mapping[str, Any]) -> Any:
@@ -143,8 +164,8 @@ def run_sweep(cfg: SweepConfig, out: str | Path, *, command: str = "") -> list[P
     cfg = dataclasses.replace(cfg, env_kwargs=env_kwargs, title=f"{cfg.title}\ncosts: {cost_source}".strip())
     if "controller" in cfg.methods:  # a stale controller run fails now, not after the baselines
         for lam in _controller_lams(cfg):
-            for _obs, run_dir, _kwargs, tc in _controller_runs(cfg, out, lam):
-                _check_reusable(tc, run_dir)
+            for r in _controller_runs(cfg, out, lam):
+                _check_reusable(r.item, r.run_dir)
     atomic_write(out / "config.yml", lambda fh: fh.write(text.encode()))
     if command:
         atomic_write(out / "command.txt", lambda fh: fh.write((command + "\n").encode()))
@@ -154,9 +175,9 @@ def run_sweep(cfg: SweepConfig, out: str | Path, *, command: str = "") -> list[P
     points: list[ParetoPoint] = []
     timings: dict[str, float] = {}
 
-    def run(policy: Any, kwargs: Mapping[str, Any] = test_kwargs) -> None:
+    def run(policy: Any, kwargs: Mapping[str, Any] = test_kwargs, env_id: str = cfg.env_id) -> None:
         kwargs = eval_kwargs_for(policy, kwargs)
-        env = make_eval_env(cfg.env_id, kwargs, copies=EVAL_COPIES if hasattr(policy, "predict_batch") else 1)
+        env = make_eval_env(env_id, kwargs, copies=EVAL_COPIES if hasattr(policy, "predict_batch") else 1)
         m = evaluate_policy(policy, env, seed=cfg.seed)
         close_all(env)
         evaluations.append(m)
@@ -196,15 +217,19 @@ def run_sweep(cfg: SweepConfig, out: str | Path, *, command: str = "") -> list[P
     selections: list[dict[str, Any]] = []
     chosen_runs: list[Path] = []  # the run directories behind the controller points, in order
     if "controller" in cfg.methods:
-        multi = len(cfg.observations) > 1
-        pick = f", the val-best of observation {' / '.join(cfg.observations)}" if multi else ""
+        env_ids = _controller_env_ids(cfg)
+        pick = []
+        if len(cfg.observations) > 1:
+            pick.append(f"observation {' / '.join(cfg.observations)}")
+        if len(env_ids) > 1:
+            pick.append(f"env {' / '.join(map(_env_short, env_ids))}")
+        pick = f", the val-best of {' × '.join(pick)}" if pick else ""
         t = stage(f"{cfg.algo}: one controller per λ{pick}, {cfg.timesteps:,} steps each")
         for lam in cfg.lams:
-            candidates = _train_per_observation(cfg, out, lam)
-            obs_name, run_dir, _kwargs, m = _select(cfg, lam, candidates, selections, conditioned=False)
-            chosen_runs.append(run_dir)
-            setting = f"λ={lam:g}" + (f" obs={obs_name}" if multi else "")
-            m = {**m, "setting": setting}
+            chosen = _select(cfg, lam, _train_candidates(cfg, out, lam), selections, conditioned=False)
+            chosen_runs.append(chosen.run_dir)
+            setting = f"λ={lam:g}" + _setting_suffix(cfg, chosen)
+            m = {**chosen.item, "setting": setting}
             evaluations.append(m)
             points.append(ParetoPoint.from_metrics(cfg.algo, setting, m))
             _log(f"  {cfg.algo:<10} {setting:<10} accuracy {m['accuracy']:6.2f}%  energy {m['energy_mj']:.4g} mJ")
@@ -215,17 +240,17 @@ def run_sweep(cfg: SweepConfig, out: str | Path, *, command: str = "") -> list[P
             from agents.evaluate import load_controller
 
             policies = []
-            for obs_name, run_dir, kwargs, _metrics in _train_per_observation(cfg, out, None):
-                policy, _spec = load_controller(run_dir)
+            for r in _train_candidates(cfg, out, None):
+                policy, _spec = load_controller(r.run_dir)
                 policy.name = f"{cfg.algo}-budget"
-                policies.append((obs_name, run_dir, kwargs, policy))
+                policies.append(r._replace(item=policy))
             for lam in cfg.lams:
                 reward = _pinned_lam_reward(lam, cfg.lams)
-                candidates = [(o, d, _pinned_kwargs(k, reward), p) for o, d, k, p in policies]
-                obs_name, run_dir, kwargs, policy = _select(cfg, lam, candidates, selections, conditioned=True)
-                chosen_runs.append(run_dir)
-                policy.setting = f"λ={lam:g}" + (f" obs={obs_name}" if multi else "")
-                run(policy, {**kwargs, "split": "test"})
+                candidates = [r._replace(kwargs=_pinned_kwargs(r.kwargs, reward)) for r in policies]
+                chosen = _select(cfg, lam, candidates, selections, conditioned=True)
+                chosen_runs.append(chosen.run_dir)
+                chosen.item.setting = f"λ={lam:g}" + _setting_suffix(cfg, chosen)
+                run(chosen.item, {**chosen.kwargs, "split": "test"}, chosen.env_id)
             timings[f"{cfg.algo}-budget"] = time.perf_counter() - t
 
     if "controller" in cfg.methods:
@@ -312,21 +337,33 @@ def _controller_lams(cfg: SweepConfig) -> list[float | None]:
     return [*cfg.lams, *([None] if conditioned else [])]
 
 
-def _controller_runs(cfg: SweepConfig, out: Path, lam: float | None) -> list[tuple[str, Path, dict[str, Any], Any]]:
-    """(observation, run dir, env kwargs, TrainConfig) of the controllers for ``lam``, one per
-    observation; ``lam=None``: the budget-conditioned controller (λ drawn per episode)."""
+def _controller_env_ids(cfg: SweepConfig) -> tuple[str, ...]:
+    return tuple(cfg.controller_env_ids) or (cfg.env_id,)
+
+
+def _setting_suffix(cfg: SweepConfig, r: _Run) -> str:
+    """What a controller point's setting adds to its λ: the observation and env it was chosen with."""
+    suffix = f" obs={r.observation}" if len(cfg.observations) > 1 else ""
+    return suffix + (f" env={_env_short(r.env_id)}" if len(_controller_env_ids(cfg)) > 1 else "")
+
+
+def _controller_runs(cfg: SweepConfig, out: Path, lam: float | None) -> list[_Run]:
+    """The candidate controllers for ``lam`` (item: their TrainConfig), one per observation and env id;
+    ``lam=None``: the budget-conditioned controller (λ drawn per episode). Runs on ``cfg.env_id`` are
+    named as in a sweep of that env alone (so they are reused); runs on another env add its name."""
     from agents.train import TrainConfig
 
     multi = len(cfg.observations) > 1
-    common = {
-        "algo": cfg.algo,
-        "env_id": cfg.env_id,
-        "hyperparams": dict(cfg.hyperparams),
-        "seed": cfg.seed,
-        "progress": cfg.progress,
-    }
+    env_ids = _controller_env_ids(cfg)
     runs = []
-    for obs_name in cfg.observations:
+    for env_id, obs_name in ((e, o) for e in env_ids for o in cfg.observations):
+        common = {
+            "algo": cfg.algo,
+            "env_id": env_id,
+            "hyperparams": dict(cfg.hyperparams),
+            "seed": cfg.seed,
+            "progress": cfg.progress,
+        }
         kwargs = _with_observation(cfg.env_kwargs, obs_name, multi)
         if lam is None:
             stem = f"{cfg.algo}-conditioned"
@@ -341,17 +378,17 @@ def _controller_runs(cfg: SweepConfig, out: Path, lam: float | None) -> list[tup
         else:
             stem = f"{cfg.algo}-lam{lam:g}"
             tc = TrainConfig(**common, lam=lam, env_kwargs=kwargs, timesteps=cfg.timesteps)
-        runs.append((obs_name, out / "runs" / (stem + (f"-{obs_name}" if multi else "")), kwargs, tc))
+        stem += f"-{obs_name}" if multi else ""
+        stem += f"-{_env_short(env_id).lower()}" if env_id != cfg.env_id else ""
+        label = " ".join([obs_name] * multi + [_env_short(env_id)] * (len(env_ids) > 1)) or obs_name
+        runs.append(_Run(label, obs_name, env_id, out / "runs" / stem, kwargs, tc))
     return runs
 
 
-def _train_per_observation(
-    cfg: SweepConfig, out: Path, lam: float | None
-) -> list[tuple[str, Path, dict[str, Any], dict[str, Any]]]:
-    """Train (or reuse) one controller per observation of the sweep: for ``lam``, or with ``lam=None``
-    the budget-conditioned one (λ drawn per episode). Returns (observation, run dir, env kwargs, test
-    metrics — empty for the conditioned controller, which is evaluated per λ afterwards)."""
-    return [(o, d, k, _train_or_reuse(tc, d)) for o, d, k, tc in _controller_runs(cfg, out, lam)]
+def _train_candidates(cfg: SweepConfig, out: Path, lam: float | None) -> list[_Run]:
+    """Train (or reuse) the candidate controllers of ``lam`` (or with ``lam=None`` the budget-conditioned
+    one); item: their test metrics (empty for the conditioned controller, evaluated per λ afterwards)."""
+    return [r._replace(item=_train_or_reuse(r.item, r.run_dir)) for r in _controller_runs(cfg, out, lam)]
 
 
 def _with_observation(env_kwargs: Mapping[str, Any], observation: str, multi: bool) -> dict[str, Any]:
@@ -366,14 +403,14 @@ def _pinned_kwargs(env_kwargs: Mapping[str, Any], reward: Any) -> dict[str, Any]
     return kwargs
 
 
-def _val_score(cfg: SweepConfig, lam: float, policy: Any, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+def _val_score(cfg: SweepConfig, lam: float, policy: Any, kwargs: Mapping[str, Any], env_id: str) -> dict[str, Any]:
     """``policy`` over the whole val split: accuracy, cost, and its mean trade-off reward at ``lam``.
 
     The score is accuracy − λ · (mean cost / u=1 cost), the linear reward averaged per input, with the
     cost metric the env charges; it decides between candidates without looking at the test split.
     """
     val_kwargs = {**kwargs, "split": "val"}
-    env = make_eval_env(cfg.env_id, val_kwargs, copies=EVAL_COPIES if hasattr(policy, "predict_batch") else 1)
+    env = make_eval_env(env_id, val_kwargs, copies=EVAL_COPIES if hasattr(policy, "predict_batch") else 1)
     base = (env[0] if isinstance(env, list) else env).unwrapped
     metric, full = base.cost_metric, base._full[base.cost_metric]
     m = evaluate_policy(policy, env, seed=cfg.seed)
@@ -385,28 +422,29 @@ def _val_score(cfg: SweepConfig, lam: float, policy: Any, kwargs: Mapping[str, A
 def _select(
     cfg: SweepConfig,
     lam: float,
-    candidates: Sequence[tuple[str, Path, Mapping[str, Any], Any]],
+    candidates: Sequence[_Run],
     selections: list[dict[str, Any]],
     *,
     conditioned: bool,
-) -> tuple[str, Path, Mapping[str, Any], Any]:
+) -> _Run:
     """The candidate with the best val score, recorded in ``selections`` and logged.
 
-    ``candidates`` holds (observation, run dir, env kwargs, test metrics) — or a policy instead of
-    the metrics for the budget-conditioned controller. One candidate is returned as it is.
+    ``candidates``' items are their test metrics — or, for the budget-conditioned controller, the
+    policy. One candidate is returned as it is.
     """
     if len(candidates) == 1:
         return candidates[0]
     from agents.evaluate import load_controller
 
     rows = []
-    for obs_name, run_dir, kwargs, item in candidates:
+    for r in candidates:
         if conditioned:
-            policy = item
+            policy, kwargs, env_id = r.item, r.kwargs, r.env_id
         else:  # the env its test evaluation used (eval_env.json), on the val split
-            policy, spec = load_controller(run_dir)
-            kwargs = spec["kwargs"]
-        rows.append({"observation": obs_name, "run": run_dir.name, **_val_score(cfg, lam, policy, kwargs)})
+            policy, spec = load_controller(r.run_dir)
+            kwargs, env_id = spec["kwargs"], spec.get("id", r.env_id)
+        score = _val_score(cfg, lam, policy, kwargs, env_id)
+        rows.append({"observation": r.label, "env_id": r.env_id, "run": r.run_dir.name, **score})
     best = max(range(len(rows)), key=lambda i: rows[i]["score"])
     method = f"{cfg.algo}-budget" if conditioned else cfg.algo
     selections.append({"method": method, "lam": lam, "chosen": rows[best]["observation"], "candidates": rows})
@@ -418,7 +456,8 @@ def _select(
 def selection_table(selections: Sequence[Mapping[str, Any]]) -> str:
     """Which observation each controller point uses, chosen on val: a markdown table."""
     lines = [
-        "Controller observation chosen per λ on the val split (score = accuracy − λ · cost / u=1 cost):",
+        "Controller candidate (observation, and env where several) chosen per λ on the val split "
+        "(score = accuracy − λ · cost / u=1 cost):",
         "",
         "| method | λ | candidate | val accuracy (%) | val cost (× u=1) | val score | chosen |",
         "|---|---:|---|---:|---:|---:|---|",

@@ -542,7 +542,7 @@ def test_pareto_refuses_a_stale_controller_run(toy, tmp_path):
         env_kwargs=dict(toy), lams=(0.5,), timesteps=512, methods=("controller",), budget_conditioned=False
     )
     out = tmp_path / "sweep"
-    [(_obs, run_dir, _kwargs, tc)] = _controller_runs(cfg, out, 0.5)
+    [(*_, run_dir, _kwargs, tc)] = _controller_runs(cfg, out, 0.5)
     run_dir.mkdir(parents=True)
     (run_dir / "model.zip").write_bytes(b"")  # stands in for a finished run: nothing is trained below
     (run_dir / "metrics.json").write_text(json.dumps({"test": {"accuracy": 1.0}}))
@@ -748,6 +748,60 @@ def test_pareto_keeps_the_val_best_observation_per_lambda(toy, tmp_path):
         point = points[f"λ={s['lam']:g} obs={s['chosen']}"]
         assert again["accuracy"] == pytest.approx(point.accuracy, abs=1e-3)
     assert "controllers/" in (out / "pareto.md").read_text()
+
+
+@pytest.mark.slow
+def test_pareto_keeps_the_val_best_controller_env_per_lambda(toy, tmp_path):
+    """With several controller env ids (continuous u, one action per level) each λ trains one controller
+    per env and keeps the val-best; runs on the sweep's own env id keep the names a one-env sweep gives."""
+    import json
+
+    from agents.pareto import read_pareto_csv
+    from agents.sweep import SweepConfig, run_sweep
+
+    env_ids = ("tnn/Throttle-v0", "tnn/ThrottleDiscrete-v0")
+    cfg = SweepConfig(
+        env_kwargs=dict(toy),
+        lams=(0.0, 3.0),
+        timesteps=2048,
+        methods=("static", "controller"),
+        budget_conditioned=False,
+        controller_env_ids=env_ids,
+        progress=False,
+    )
+    out = tmp_path / "sweep"
+    run_sweep(cfg, out)
+    metrics = json.loads((out / "metrics.json").read_text())
+    points = {p.setting: p for p in read_pareto_csv(out / "pareto.csv") if p.method == "ppo"}
+    assert len(metrics["selection"]) == 2 and len(points) == 2
+    for s in metrics["selection"]:
+        lam = f"{s['lam']:g}"
+        assert [c["run"] for c in s["candidates"]] == [f"ppo-lam{lam}", f"ppo-lam{lam}-throttlediscrete"]
+        assert [c["observation"] for c in s["candidates"]] == ["Throttle", "ThrottleDiscrete"]
+        for c, env_id in zip(s["candidates"], env_ids, strict=True):
+            assert c["env_id"] == env_id
+            assert json.loads((out / "runs" / c["run"] / "eval_env.json").read_text())["id"] == env_id
+        best = max(s["candidates"], key=lambda c: c["score"])
+        assert s["chosen"] == best["observation"]
+        chosen_test = json.loads((out / "runs" / best["run"] / "metrics.json").read_text())["test"]
+        point = points[f"λ={lam} env={s['chosen']}"]
+        assert point.accuracy == pytest.approx(chosen_test["accuracy"], abs=1e-3)
+    # λ=0: accuracy alone; λ=3: cost dominates — whichever env wins, the trade-off shows
+    assert (
+        points[next(k for k in points if k.startswith("λ=3"))].energy_mj
+        < points[next(k for k in points if k.startswith("λ=0"))].energy_mj
+    )
+
+
+def test_pareto_cli_rejects_unknown_controller_env_id(toy, tmp_path, capsys):
+    import json
+
+    from tnn.cli import main
+
+    argv = ["pareto", "--out", str(tmp_path / "p"), "--env-kwargs", json.dumps(toy)]
+    with pytest.raises(SystemExit):
+        main([*argv, "--controller-env-ids", "tnn/Throttle-v0,tnn/Nope-v0"])
+    assert "env ids" in capsys.readouterr().err
 
 
 def test_export_controllers_keeps_the_loadable_files_and_replaces_the_previous_export(tmp_path):
