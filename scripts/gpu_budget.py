@@ -88,11 +88,12 @@ def _flag(args: list[str], name: str, default: str | None = None) -> str | None:
     return args[args.index(name) + 1] if name in args else default
 
 
-def time_step(job: Job, device: str, steps: int) -> float:
-    """Seconds per training step of ``job`` alone: its model, batch, levels and precision, random data."""
+def time_step(job: Job, device: str, steps: int, compile: bool = False) -> float:
+    """Seconds per training step of ``job`` alone: its model, batch, levels and precision, random data
+    (``compile``: through ``torch.compile`` as ``tnn pretrain --compile`` runs it; warm-up compiles)."""
     import torch
 
-    from tnn.train import PretrainConfig, Sandwich, build_model, sandwich_loss
+    from tnn.train import PretrainConfig, Sandwich, build_model, compile_levels, sandwich_loss
 
     kwargs = json.loads(_flag(job.args, "--model-kwargs", "{}") or "{}")
     variant = _flag(job.args, "--variant", "tnn") or "tnn"
@@ -110,7 +111,7 @@ def time_step(job: Job, device: str, steps: int) -> float:
     y = torch.randint(0, model.num_classes, (batch,), device=dev)
     lv = model.levels
     us = [1.0] if len(lv) == 1 else [1.0, lv[0], lv[len(lv) // 2], lv[-2]]
-    net = Sandwich(model)
+    net = Sandwich(model, compile_levels(model, dev) if compile else None)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     warmup = 3
@@ -170,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--calibration-steps", type=int, default=8)
     p.add_argument("--threads", type=int, default=2, help="CPU threads per job")
     p.add_argument("--only", nargs="*", default=None, help="run only these jobs (names)")
+    p.add_argument("--compile", action="store_true", help="tnn pretrain --compile for every job (timed so too)")
     args = p.parse_args(argv)
 
     t0 = time.time()
@@ -203,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
 
     for job in jobs:
         job.steps_per_epoch = n_train // int(_flag(job.args, "--batch-size", "128") or 128)
-        job.sec_per_step = time_step(job, args.device, args.calibration_steps)
+        job.sec_per_step = time_step(job, args.device, args.calibration_steps, args.compile)
         report(f"{job.name}: {job.sec_per_step * 1e3:.1f} ms/step alone, {job.steps_per_epoch} steps/epoch")
     window = args.deadline - (time.time() - t0) - args.final_s
     plan(jobs, window, args.slowdown, args.eval_overhead, args.min_epochs)
@@ -221,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
         cmd += ["--device", args.device, "--threads", str(args.threads), "--out", str(run_dir)]
         if args.limit:
             cmd += ["--limit", str(args.limit)]
+        if args.compile:
+            cmd.append("--compile")
         logs[job.name] = open(run_dir / "log.txt", "w")  # noqa: SIM115 -- open while the job runs
         procs[job.name] = subprocess.Popen(cmd, stdout=logs[job.name], stderr=subprocess.STDOUT, env=env, cwd=ROOT)
         job.state, job.started = "running", time.time() - t0

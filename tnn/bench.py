@@ -199,6 +199,7 @@ class TrainThroughput:
     images_per_s: float
     ms_per_step: float
     precision: str = "fp32"  # fp32 | bf16 (autocast, channels-last for images)
+    compiled: bool = False  # torch.compile per level (tnn pretrain --compile)
 
 
 def bench_train(
@@ -210,13 +211,16 @@ def bench_train(
     in_channels: int = 3,
     device: str = "cpu",
     precisions: Sequence[str] | None = None,
+    compile: bool = False,
 ) -> list[TrainThroughput]:
     """Images/s of the sandwich step (full, lowest, two random levels) and of a vanilla step.
 
     ``precisions``: "fp32" and/or "bf16" (autocast, channels-last for images — what ``tnn pretrain``
     runs on CUDA, and on CPU with ``--cpu-bf16``); default: bf16 on CUDA, both side by side on CPU.
+    ``compile``: each step is also timed through :func:`tnn.train.compile_levels` (``tnn pretrain
+    --compile``), beside the eager one; its warm-up steps pay the compilation and are not timed.
     """
-    from tnn.train import Sandwich, sandwich_loss
+    from tnn.train import Sandwich, compile_levels, sandwich_loss
 
     if steps < 1 or batch_size < 1:
         raise ValueError(f"steps and batch_size must be positive, got {steps} and {batch_size}")
@@ -237,13 +241,16 @@ def bench_train(
             if bf16 and x.dim() == 4:
                 model.to(memory_format=torch.channels_last)
                 x = x.contiguous(memory_format=torch.channels_last)
-            net = Sandwich(model)
+            nets = [(False, Sandwich(model))]
+            if compile:
+                nets.append((True, Sandwich(model, compile_levels(model, dev))))
             opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
             y = torch.randint(0, model.num_classes, (batch_size,), device=dev)
             lv = model.levels
-            for variant, us in (("tnn", [1.0, lv[0], lv[len(lv) // 2], lv[-2]]), ("vanilla", [1.0])):
-                for i in range(warmup + steps):
-                    if i == warmup:
+            variants = (("tnn", [1.0, lv[0], lv[len(lv) // 2], lv[-2]]), ("vanilla", [1.0]))
+            for (variant, us), (compiled, net) in ((v, n) for v in variants for n in nets):
+                for i in range(max(warmup, 3 if compiled else 0) + steps):
+                    if i == max(warmup, 3 if compiled else 0):
                         sync()
                         start = time.perf_counter()
                     with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
@@ -256,7 +263,7 @@ def bench_train(
                 per_step = (time.perf_counter() - start) / steps
                 rows.append(
                     TrainThroughput(
-                        name, variant, batch_size, len(us), batch_size / per_step, per_step * 1e3, precision
+                        name, variant, batch_size, len(us), batch_size / per_step, per_step * 1e3, precision, compiled
                     )
                 )
     return rows

@@ -199,21 +199,26 @@ def _cmd_bench_train(args: argparse.Namespace) -> int:
         in_channels=args.in_channels,
         device=args.device,
         precisions=args.precisions,
+        compile=args.compile,
     )
     print(
         f"training throughput on {args.device}, torch {torch.__version__}; tnn = full + lowest + 2 more levels per step"
     )
-    fp32 = {(r.model, r.variant): r.images_per_s for r in rows if r.precision == "fp32"}
-    print(
-        "| model | variant | precision | batch | levels/step | images/s | ms/step | × fp32 |\n"
-        "|---|---|---|---:|---:|---:|---:|---:|"
-    )
+    fp32 = {(r.model, r.variant): r.images_per_s for r in rows if r.precision == "fp32" and not r.compiled}
+    eager = {(r.model, r.variant, r.precision): r.images_per_s for r in rows if not r.compiled}
+    head = "| model | variant | precision | batch | levels/step | images/s | ms/step | × fp32 |"
+    sep = "|---|---|---|---:|---:|---:|---:|---:|"
+    if args.compile:
+        head, sep = head.replace("| images/s", "| compiled | images/s") + " × eager |", sep + "---:|---:|"
+    print(head + "\n" + sep)
     for r in rows:
         base = fp32.get((r.model, r.variant))
-        ratio = f"{r.images_per_s / base:.2f}" if base else ""
+        ratio = f"{r.images_per_s / base:.2f}" if base and not r.compiled else ""
+        compiled = f"{'yes' if r.compiled else 'no'} | " if args.compile else ""
+        vs_eager = f" {r.images_per_s / eager[(r.model, r.variant, r.precision)]:.2f} |" if args.compile else ""
         print(
             f"| {r.model} | {r.variant} | {r.precision} | {r.batch_size} | {r.levels_per_step} "
-            f"| {r.images_per_s:.0f} | {r.ms_per_step:.1f} | {ratio} |"
+            f"| {compiled}{r.images_per_s:.0f} | {r.ms_per_step:.1f} | {ratio} |{vs_eager}"
         )
     return 0
 
@@ -293,6 +298,11 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("fp32", "bf16"),
         default=None,
         help="fp32 and/or bf16 (autocast + channels-last); default: bf16 on CUDA, both on CPU",
+    )
+    b.add_argument(
+        "--compile",
+        action="store_true",
+        help="also time each step through torch.compile, one graph per level (tnn pretrain --compile), beside eager",
     )
     b.set_defaults(func=_cmd_bench_train)
 

@@ -115,6 +115,13 @@ class ThrottleNet(nn.Module):
         """
         level = self.level_index(u)
         self.check_input(x)
+        return self.forward_index(x, level, masked=masked, counter=counter)
+
+    def forward_index(
+        self, x: torch.Tensor, level: int, *, masked: bool = False, counter: CostCounter | None = None
+    ) -> torch.Tensor:
+        """:meth:`forward` at level number ``level`` (an index into :attr:`levels`), ``x`` unchecked:
+        the part of a call that ``torch.compile`` can trace whole, one graph per level."""
         x = (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
         fast = not (masked or counter is not None or self.training or torch.is_grad_enabled())
         if fast:
