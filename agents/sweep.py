@@ -162,7 +162,8 @@ def run_sweep(cfg: SweepConfig, out: str | Path, *, command: str = "") -> list[P
     t_start = time.perf_counter()
     env_kwargs, cost_source = _with_profile_file(cfg.env_id, cfg.env_kwargs, out)
     cfg = dataclasses.replace(cfg, env_kwargs=env_kwargs, title=f"{cfg.title}\ncosts: {cost_source}".strip())
-    if "controller" in cfg.methods:  # a stale controller run fails now, not after the baselines
+    if "controller" in cfg.methods:  # a mismatched or stale controller run fails now, not after the baselines
+        _check_action_spaces(cfg)
         for lam in _controller_lams(cfg):
             for r in _controller_runs(cfg, out, lam):
                 _check_reusable(r.item, r.run_dir)
@@ -339,6 +340,30 @@ def _controller_lams(cfg: SweepConfig) -> list[float | None]:
 
 def _controller_env_ids(cfg: SweepConfig) -> tuple[str, ...]:
     return tuple(cfg.controller_env_ids) or (cfg.env_id,)
+
+
+ACTIONS = {"tnn/Throttle-v0": "continuous", "tnn/ThrottleDiscrete-v0": "discrete"}
+"""The action space of each env id this package registers."""
+ALGO_ACTIONS = {
+    "ppo": ("continuous", "discrete"),
+    "a2c": ("continuous", "discrete"),
+    "sac": ("continuous",),
+    "dqn": ("discrete",),
+}
+"""The action spaces each algorithm can train on (SB3: SAC needs a Box, DQN a Discrete space)."""
+
+
+def _check_action_spaces(cfg: SweepConfig) -> None:
+    """Refuse a controller env whose action space the algorithm cannot train on, before anything runs."""
+    allowed = ALGO_ACTIONS.get(cfg.algo)
+    for env_id in _controller_env_ids(cfg):
+        kind = ACTIONS.get(env_id)
+        if allowed is not None and kind is not None and kind not in allowed:
+            fits = ", ".join(e for e, k in ACTIONS.items() if k in allowed)
+            raise ValueError(
+                f"--algo {cfg.algo} cannot train on {env_id} ({kind} actions); use {fits} "
+                f"(--env-id / --controller-env-ids)"
+            )
 
 
 def _setting_suffix(cfg: SweepConfig, r: _Run) -> str:

@@ -5,7 +5,7 @@
 #
 # 1. every CIFAR-10 model this repo ships (resnet20 TNN with its vanilla and half-width twins, the
 #    VGG-16, DenseNet-BC-100 and ResNeXt-29 TNNs), trained side by side by scripts/gpu_budget.py so
-#    that all end within DEADLINE_S seconds (default 440); OUT/train/plan.json records how;
+#    that all end within DEADLINE_S seconds (default 440); plan.json (in both archives) records how;
 # 2. NVML energy/latency profiles of resnet20 (batch 1 with CUDA graphs, batch 256).
 # OUT gets r20.tar.gz, families.tar.gz, profiles.tar.gz and the logs: few files, as a lease returns.
 # COMPILE=1 trains with `tnn pretrain --compile` (CUDA graphs; on an H200 the eager resnet20 sandwich
@@ -13,33 +13,54 @@
 # (default: read off nvidia-smi, e.g. h200). DEVICE=cpu GPU_BUDGET_ARGS='--limit 512 --batch-size 64'
 # checks the plumbing on a CPU.
 set -uo pipefail
+[ $# -ge 1 ] || { sed -n 2,16p "$0"; exit 2; }
 out=$(realpath -m "$1")
 deadline=${2:-440}
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 2
 export PYTHONPATH="$PWD" PYTHONUNBUFFERED=1
 PY=${PYTHON:-python3}
 DEVICE=${DEVICE:-cuda}
 if [ -z "${TAG:-}" ] && [ "$DEVICE" = cuda ]; then
-	TAG=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1 | grep -oiE 'h100|h200|a100|l40s|l4' | head -1 |
+	TAG=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1 | grep -oiE 'h100|h200|a100|l40s|l40|l4' | head -1 |
 		tr '[:upper:]' '[:lower:]')
 fi
 TAG=${TAG:-gpu}
 mkdir -p "$out"
 if [ -z "${TNN_DATA:-}" ]; then
 	export TNN_DATA=/tmp/tnn-data
-	[ -f "$TNN_DATA/cifar-10-batches-py/test_batch" ] ||
+	if [ ! -f "$TNN_DATA/cifar-10-batches-py/test_batch" ]; then
+		[ -f device-data/prepare_cifar10.py ] || {
+			echo "CIFAR-10 not found: set TNN_DATA to a folder holding cifar-10-batches-py, or copy" \
+				"../shared/data to device-data/ (and carry it)" >&2
+			exit 2
+		}
 		"$PY" device-data/prepare_cifar10.py "$TNN_DATA/cifar-10-batches-py" || exit 2
+	fi
 fi
 [ "$DEVICE" = cuda ] && nvidia-smi --query-gpu=name,driver_version,power.draw,power.limit --format=csv
-# shellcheck disable=SC2086  # GPU_BUDGET_ARGS holds several flags
 [ "${COMPILE:-0}" = 1 ] && GPU_BUDGET_ARGS="${GPU_BUDGET_ARGS:-} --compile"
+# shellcheck disable=SC2086  # GPU_BUDGET_ARGS holds several flags
 "$PY" scripts/gpu_budget.py "$out/train" --deadline "$deadline" --device "$DEVICE" ${GPU_BUDGET_ARGS:-} 2>&1 |
 	tee "$out/train.log"
-# a finished run's last.pt is dead weight; an unfinished one's is the way to resume it
-cd "$out/train" && for d in cifar10-*/; do [ -f "$d/model.pt" ] && rm -f "$d/last.pt"; done
-tar -czf "$out/r20.tar.gz" cifar10-resnet20-* plan.json
-tar -czf "$out/families.tar.gz" cifar10-vgg16-* cifar10-densenet* cifar10-resnext* plan.json
-cd - >/dev/null
+# An unfinished resnet20 run keeps last.pt (about 2 MB: the way to resume it); a finished run's is dead
+# weight, and the families' (fp32 weights and momentum, 7-18 MB each) would push the archive past the
+# 16 MiB a lease returns per file.
+if [ -d "$out/train" ]; then
+	(
+		cd "$out/train" || exit 1
+		for d in cifar10-*/; do
+			[ -d "$d" ] || continue
+			case "$d" in cifar10-resnet20-*) [ -f "$d/model.pt" ] && rm -f "$d/last.pt" ;; *) rm -f "$d/last.pt" ;; esac
+		done
+		for part in "r20:cifar10-resnet20-" "families:cifar10-vgg16- cifar10-densenet cifar10-resnext"; do
+			dirs=()
+			for prefix in ${part#*:}; do
+				for d in "$prefix"*; do [ -d "$d" ] && dirs+=("$d"); done
+			done
+			tar -czf "$out/${part%%:*}.tar.gz" plan.json "${dirs[@]}" && rm -rf "${dirs[@]}"
+		done
+	)
+fi
 energy=(--device "$DEVICE")
 graphs=()
 if [ "$DEVICE" = cuda ]; then graphs=(--cuda-graphs); else energy+=(--energy model); fi
@@ -51,6 +72,5 @@ mkdir -p "$out/profiles"
 		--windows 2 --out "$out/profiles/cifar10-resnet20-$TAG-b1.json"
 	"$PY" -m tnn.cli profile-show "$out"/profiles/*.json
 } 2>&1 | tee "$out/profiles.log"
-tar -C "$out" -czf "$out/profiles.tar.gz" profiles
-rm -rf "$out/train" "$out/profiles"
+tar -C "$out" -czf "$out/profiles.tar.gz" profiles && rm -rf "$out/profiles"
 ls -la "$out"

@@ -47,6 +47,7 @@ class Job:
     group: str = ""
     epochs: int = 0
     sec_per_step: float = 0.0
+    overhead_s: float = 0.0  # start-up the job pays before its first epoch (with --compile: compilation)
     steps_per_epoch: int = 0
     state: str = "planned"  # planned | running | finished | failed | stopped | skipped
     log: list[str] = field(default_factory=list)
@@ -88,9 +89,10 @@ def _flag(args: list[str], name: str, default: str | None = None) -> str | None:
     return args[args.index(name) + 1] if name in args else default
 
 
-def time_step(job: Job, device: str, steps: int, compile: bool = False) -> float:
-    """Seconds per training step of ``job`` alone: its model, batch, levels and precision, random data
-    (``compile``: through ``torch.compile`` as ``tnn pretrain --compile`` runs it; warm-up compiles)."""
+def time_step(job: Job, device: str, steps: int, compile: bool = False) -> tuple[float, float]:
+    """Seconds per training step of ``job`` alone (its model, batch, levels and precision, random
+    data) and the seconds its warm-up took (``compile``: through ``torch.compile`` as ``tnn pretrain
+    --compile`` runs it, so the warm-up is the compilation of the four levels a step runs)."""
     import torch
 
     from tnn.train import PretrainConfig, Sandwich, build_model, compile_levels, sandwich_loss
@@ -100,6 +102,8 @@ def time_step(job: Job, device: str, steps: int, compile: bool = False) -> float
     cfg = PretrainConfig(arch=_flag(job.args, "--arch"), dataset="cifar10", variant=variant, model_kwargs=kwargs)
     batch = int(_flag(job.args, "--batch-size", "128") or 128)
     dev = torch.device(device)
+    if compile:  # a fresh compilation cache: this process times one model after another
+        torch._dynamo.reset()
     torch.manual_seed(0)
     model = build_model(cfg).to(dev)
     cuda = dev.type == "cuda"
@@ -114,18 +118,23 @@ def time_step(job: Job, device: str, steps: int, compile: bool = False) -> float
     net = Sandwich(model, compile_levels(model, dev) if compile else None)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
     sync = torch.cuda.synchronize if cuda else (lambda: None)
-    warmup = 3
+    warmup, t_warm = 3, time.perf_counter()
     for i in range(warmup + steps):
         if i == warmup:
             sync()
             start = time.perf_counter()
+            warm_s = start - t_warm
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cuda):
             loss = sandwich_loss(net(x, us), y, distill=True, label_smoothing=0.0)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
     sync()
-    return (time.perf_counter() - start) / steps
+    per_step = (time.perf_counter() - start) / steps
+    del net, model, opt, x, y, loss
+    if cuda:  # leave the GPU's memory to the training processes
+        torch.cuda.empty_cache()
+    return per_step, warm_s
 
 
 def projected_end(job: Job, since: float, final_s: float) -> float | None:
@@ -142,11 +151,33 @@ def projected_end(job: Job, since: float, final_s: float) -> float | None:
     return t1 + (job.epochs - k1) * (s1 - s0) / (k1 - k0) + final_s
 
 
+def choose_victim(
+    running: list[Job], late: list[Job], projected: dict[str, float | None], now: float, grace_s: float
+) -> Job | None:
+    """The job to stop so that the ``late`` ones speed up: the lowest-priority running job that is no
+    more important than the most important late one (a late low-priority job may be stopped itself:
+    it would not finish anyway), but never the most important running job, never one projected to
+    end within ``grace_s`` (it frees the GPU soon anyway), and none when only one job runs
+    (stopping it speeds nothing up; the hard deadline still ends it)."""
+    if len(running) < 2 or not late:
+        return None
+    floor = min(j.priority for j in late)
+    top = min(running, key=lambda j: j.priority)  # the job everything else makes way for: never stopped
+    candidates = [
+        j
+        for j in running
+        if j is not top
+        and j.priority >= floor
+        and not (projected.get(j.name) is not None and projected[j.name] - now < grace_s)
+    ]
+    return max(candidates, key=lambda j: j.priority) if candidates else None
+
+
 def plan(jobs: list[Job], window_s: float, slowdown: float, eval_overhead: float, min_epochs: int) -> None:
     """Epochs per job so that every job, slowed down ``slowdown``-fold, ends inside ``window_s``."""
     for job in jobs:
         per_epoch = job.steps_per_epoch * job.sec_per_step * (1 + eval_overhead)
-        job.epochs = min(job.max_epochs, int(window_s / (slowdown * per_epoch)))
+        job.epochs = min(job.max_epochs, max(0, int((window_s - job.overhead_s) / (slowdown * per_epoch))))
     for group in {j.group for j in jobs if j.group}:
         members = [j for j in jobs if j.group == group]
         epochs = min(j.epochs for j in members)
@@ -166,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--eval-overhead", type=float, default=0.25, help="validation cost per epoch, share of training")
     p.add_argument("--final-s", type=float, default=25.0, help="seconds each job needs after its last epoch")
     p.add_argument("--min-epochs", type=int, default=5, help="skip a job that would get fewer epochs")
+    p.add_argument("--grace-s", type=float, default=60.0, help="never stop a job projected to end this soon")
     p.add_argument("--limit", type=int, default=0, help="train on the first N images only (plumbing checks)")
     p.add_argument("--batch-size", type=int, default=0, help="override every job's batch size (plumbing checks)")
     p.add_argument("--calibration-steps", type=int, default=8)
@@ -203,9 +235,17 @@ def main(argv: list[str] | None = None) -> int:
         tmp.write_text(json.dumps(doc, indent=1))
         os.replace(tmp, out / "plan.json")
 
+    if args.only is not None and {j.name for j in jobs} != set(args.only):
+        known = ", ".join(j.name for j in default_jobs())
+        p.error(f"unknown job in --only {args.only}; the jobs are {known}")
     for job in jobs:
         job.steps_per_epoch = n_train // int(_flag(job.args, "--batch-size", "128") or 128)
-        job.sec_per_step = time_step(job, args.device, args.calibration_steps, args.compile)
+        if job.steps_per_epoch < 1:
+            p.error(f"{job.name}: --limit {n_train} is smaller than its batch size; raise --limit or pass --batch-size")
+        job.sec_per_step, warm_s = time_step(job, args.device, args.calibration_steps, args.compile)
+        # a training run compiles every level (the warm-up compiled the four a step runs), slowed down
+        # by the others as its steps are
+        job.overhead_s = 2 * args.slowdown * warm_s if args.compile else 0.0
         report(f"{job.name}: {job.sec_per_step * 1e3:.1f} ms/step alone, {job.steps_per_epoch} steps/epoch")
     window = args.deadline - (time.time() - t0) - args.final_s
     plan(jobs, window, args.slowdown, args.eval_overhead, args.min_epochs)
@@ -251,18 +291,17 @@ def main(argv: list[str] | None = None) -> int:
         running = [j for j in jobs if j.state == "running"]
         if not running:
             break
-        over = False
-        if now > args.deadline:
-            over = True
-        else:
-            for job in running:
-                projected = projected_end(job, last_stop, args.final_s)
-                if projected is not None and projected > args.deadline:
-                    report(f"{job.name} projected to end at {projected:.0f}s, past the deadline")
-                    over = True
-        if over:
-            # out of time: stop everything; else the lowest-priority job, to speed up the rest
-            victims = running if now > args.deadline else [max(running, key=lambda j: j.priority)]
+        projected = {j.name: projected_end(j, last_stop, args.final_s) for j in running}
+        late = [j for j in running if (projected[j.name] or 0.0) > args.deadline]
+        for job in late:
+            report(f"{job.name} projected to end at {projected[job.name]:.0f}s, past the deadline")
+        victims: list[Job] = []
+        if now > args.deadline:  # out of time: stop everything
+            victims = running
+        elif late:  # stop one job (see choose_victim) so that the rest speed up
+            victim = choose_victim(running, late, projected, now, args.grace_s)
+            victims = [victim] if victim is not None else []
+        if victims:
             for v in victims:
                 procs[v.name].send_signal(signal.SIGTERM)
                 try:

@@ -850,3 +850,18 @@ def test_plot_labels_coincident_points_once_and_marks_context_only(tmp_path):
     assert sorted(_coincident(pts, "energy_mj").values()) == ["conditioned", "λ=0.01,0.03", "λ=0.1"]
     statics = [ParetoPoint("static", f"{u:g}", 80 + 10 * u, 10 * u, u, 1e6 * u) for u in (0.25, 0.5, 1.0)]
     assert plot_pareto(statics + pts, tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_pareto_refuses_an_env_the_algorithm_cannot_train_on(toy, tmp_path):
+    from agents.sweep import SweepConfig, run_sweep
+
+    for algo, env_ids in (
+        ("dqn", ("tnn/ThrottleDiscrete-v0", "tnn/Throttle-v0")),
+        ("sac", ("tnn/ThrottleDiscrete-v0",)),
+    ):
+        cfg = SweepConfig(
+            env_kwargs=dict(toy), algo=algo, lams=(0.5,), methods=("controller",), controller_env_ids=env_ids
+        )
+        with pytest.raises(ValueError, match=f"--algo {algo} cannot train on"):
+            run_sweep(cfg, tmp_path / algo)
+        assert not (tmp_path / algo / "config.yml").exists()

@@ -59,3 +59,31 @@ def test_no_projection_before_two_fresh_epochs(gb):
     job.seen[3] = (11.0, 11.0)
     assert gb.projected_end(job, since=0.0, final_s=0) == pytest.approx(11 + 7 * 3)
     assert gb.projected_end(job, since=11.0, final_s=0) is None
+
+
+def test_the_job_stopped_is_the_lowest_priority_one_not_about_to_finish(gb):
+    jobs = [gb.Job(name, [], priority, 100) for name, priority in (("tnn", 0), ("twin", 1), ("big", 5))]
+    tnn, twin, big = jobs
+    # "big" is the lowest priority but ends in 30 s: stopping it frees nothing worth having; "twin" goes
+    projected = {"tnn": 500.0, "twin": 300.0, "big": 130.0}
+    assert gb.choose_victim(jobs, [tnn], projected, now=100.0, grace_s=60) is twin
+    assert gb.choose_victim(jobs, [tnn], {"tnn": 500.0, "twin": None, "big": None}, now=100.0, grace_s=60) is big
+    # every other job is about to end: nobody is stopped (least of all the late job that matters most)
+    assert gb.choose_victim(jobs, [tnn], {"tnn": 500.0, "twin": 120.0, "big": 130.0}, now=100.0, grace_s=60) is None
+    # a late low-priority job is stopped itself, not a more important one
+    assert gb.choose_victim(jobs, [big], {"tnn": 300.0, "twin": 200.0, "big": 900.0}, now=100.0, grace_s=60) is big
+    # nor is the last job left
+    assert gb.choose_victim(jobs[:1], [tnn], {"tnn": 500.0}, now=100.0, grace_s=60) is None
+
+
+def test_plan_leaves_room_for_each_jobs_start_up(gb):
+    job = gb.Job("j", ["--batch-size", "512"], 0, 1000)
+    job.steps_per_epoch, job.sec_per_step = 10, 0.1  # 1 s an epoch
+    gb.plan([job], window_s=100, slowdown=1.0, eval_overhead=0.0, min_epochs=1)
+    assert job.epochs == 100
+    job.overhead_s = 40.0  # e.g. compiling every level first
+    gb.plan([job], window_s=100, slowdown=1.0, eval_overhead=0.0, min_epochs=1)
+    assert job.epochs == 60
+    job.overhead_s = 150.0
+    gb.plan([job], window_s=100, slowdown=1.0, eval_overhead=0.0, min_epochs=1)
+    assert job.epochs == 0 and job.state == "skipped"

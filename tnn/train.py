@@ -141,10 +141,11 @@ def compile_levels(model: ThrottleNet, device: torch.device) -> Callable[[torch.
     """
     import torch._dynamo.config as dynamo_config
 
-    # the levels share one code object, so each is a recompilation of it: leave room for all of them
+    # the levels share one code object, so each is a recompilation of it, and so is every level of
+    # every other model compiled in this process (and each precision): room for all of this one's
     for name in ("recompile_limit", "cache_size_limit"):  # the limit's name differs across torch versions
         if hasattr(dynamo_config, name):
-            setattr(dynamo_config, name, max(getattr(dynamo_config, name), 2 * len(model.levels)))
+            setattr(dynamo_config, name, getattr(dynamo_config, name) + 2 * len(model.levels))
     mode = "reduce-overhead" if device.type == "cuda" else None
     graphs: dict[int, Callable[[torch.Tensor], torch.Tensor]] = {}
 
