@@ -369,7 +369,8 @@ def _check_action_spaces(cfg: SweepConfig) -> None:
 def _setting_suffix(cfg: SweepConfig, r: _Run) -> str:
     """What a controller point's setting adds to its λ: the observation and env it was chosen with."""
     suffix = f" obs={r.observation}" if len(cfg.observations) > 1 else ""
-    return suffix + (f" env={_env_short(r.env_id)}" if len(_controller_env_ids(cfg)) > 1 else "")
+    named = len(_controller_env_ids(cfg)) > 1 or r.env_id != cfg.env_id  # the baselines' env goes unnamed
+    return suffix + (f" env={_env_short(r.env_id)}" if named else "")
 
 
 def _controller_runs(cfg: SweepConfig, out: Path, lam: float | None) -> list[_Run]:
@@ -405,7 +406,8 @@ def _controller_runs(cfg: SweepConfig, out: Path, lam: float | None) -> list[_Ru
             tc = TrainConfig(**common, lam=lam, env_kwargs=kwargs, timesteps=cfg.timesteps)
         stem += f"-{obs_name}" if multi else ""
         stem += f"-{_env_short(env_id).lower()}" if env_id != cfg.env_id else ""
-        label = " ".join([obs_name] * multi + [_env_short(env_id)] * (len(env_ids) > 1)) or obs_name
+        named = len(env_ids) > 1 or env_id != cfg.env_id
+        label = " ".join([obs_name] * multi + [_env_short(env_id)] * named) or obs_name
         runs.append(_Run(label, obs_name, env_id, out / "runs" / stem, kwargs, tc))
     return runs
 
