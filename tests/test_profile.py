@@ -458,3 +458,23 @@ def test_check_model_refuses_a_profile_of_another_model(tiny):
     wider = CostProfile.from_flops(tnn.create_model("resnet8", widths=(16, 32, 128)))  # same name, shape, levels
     with pytest.raises(ProfileError, match=r"p.json was measured .* m.pt .*FLOPs at u=0.125 .*`tnn profile m.pt"):
         wider.check_model(tiny, profile_name="p.json", checkpoint="m.pt")
+
+
+def test_profile_plot_ratio_axes_show_levels_that_cost_more_than_u1(profile_dict, tmp_path, monkeypatch):
+    """A measured level can cost more than u=1 (cuDNN on odd widths): the ratio axes must reach it, also
+    when it belongs to the second profile drawn on shared axes."""
+    pytest.importorskip("matplotlib")
+    import matplotlib.pyplot as plt
+
+    slow = copy.deepcopy(profile_dict)
+    top = slow["levels"][-1]["latency_ms"]["median"]
+    for q in ("median", "p10", "p90"):
+        slow["levels"][-2]["latency_ms"][q] = 1.5 * top  # the level below u=1 takes 1.5× its time
+    a, b = _write(tmp_path, profile_dict, "a.json"), _write(tmp_path, slow, "b.json")
+    figures = []
+    close = plt.close
+    monkeypatch.setattr(plt, "close", lambda fig=None: (figures.append(fig), close(fig)))
+    assert main(["profile-plot", str(a), str(b), "--out", str(tmp_path / "figs")]) == 0
+    combined = figures[-1]  # the figure of every profile together is written last
+    latency_ratio = combined.axes[1]
+    assert latency_ratio.get_ylim()[0] == 0 and latency_ratio.get_ylim()[1] >= 1.5
