@@ -8,8 +8,8 @@ job's own model, batch, levels and precision), (2) gives every job the epochs th
 ``--deadline`` seconds (counted from the script's start) when all run at once, assuming they slow
 one another down by ``--slowdown``, (3) starts them all as separate processes, and (4) watches
 their logs: when any job's projected end (at the rate of its epochs since the last stop) passes
-the deadline, the lowest-priority job still running is stopped (its partial run and ``last.pt``
-are kept, labelled as such in ``plan.json``). Jobs of one
+the deadline, one lower-priority job is stopped (:func:`choose_victim`; its partial run is kept,
+labelled as such in ``plan.json``). Jobs of one
 ``group`` (a TNN and its vanilla/half-width twins) get the same epochs: the twins must share the
 TNN's recipe. Each job writes a normal `tnn pretrain` run directory, so its model card and
 metrics are what `tnn evaluate` measures. ``OUT/plan.json`` records the timings, the epochs given,
@@ -95,46 +95,24 @@ def time_step(job: Job, device: str, steps: int, compile: bool = False) -> tuple
     --compile`` runs it, so the warm-up is the compilation of the four levels a step runs)."""
     import torch
 
-    from tnn.train import PretrainConfig, Sandwich, build_model, compile_levels, sandwich_loss
+    from tnn.bench import time_train_step
+    from tnn.train import PretrainConfig, build_model
 
     kwargs = json.loads(_flag(job.args, "--model-kwargs", "{}") or "{}")
     variant = _flag(job.args, "--variant", "tnn") or "tnn"
     cfg = PretrainConfig(arch=_flag(job.args, "--arch"), dataset="cifar10", variant=variant, model_kwargs=kwargs)
     batch = int(_flag(job.args, "--batch-size", "128") or 128)
     dev = torch.device(device)
-    if compile:  # a fresh compilation cache: this process times one model after another
-        torch._dynamo.reset()
     torch.manual_seed(0)
     model = build_model(cfg).to(dev)
-    cuda = dev.type == "cuda"
-    if cuda:
-        model.to(memory_format=torch.channels_last)
-    x = torch.rand(batch, *model.input_shape, device=dev)
-    if cuda:
-        x = x.contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, model.num_classes, (batch,), device=dev)
     lv = model.levels
     us = [1.0] if len(lv) == 1 else [1.0, lv[0], lv[len(lv) // 2], lv[-2]]
-    net = Sandwich(model, compile_levels(model, dev) if compile else None)
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
-    sync = torch.cuda.synchronize if cuda else (lambda: None)
-    warmup, t_warm = 3, time.perf_counter()
-    for i in range(warmup + steps):
-        if i == warmup:
-            sync()
-            start = time.perf_counter()
-            warm_s = start - t_warm
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cuda):
-            loss = sandwich_loss(net(x, us), y, distill=True, label_smoothing=0.0)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    sync()
-    per_step = (time.perf_counter() - start) / steps
-    del net, model, opt, x, y, loss
+    cuda = dev.type == "cuda"  # pretrain's defaults: bf16 autocast and channels-last on CUDA only
+    timed = time_train_step(model, us, batch_size=batch, steps=steps, warmup=3, bf16=cuda, compiled=compile)
+    del model
     if cuda:  # leave the GPU's memory to the training processes
         torch.cuda.empty_cache()
-    return per_step, warm_s
+    return timed
 
 
 def projected_end(job: Job, since: float, final_s: float) -> float | None:
@@ -219,18 +197,21 @@ def main(argv: list[str] | None = None) -> int:
     def report(msg: str) -> None:
         print(f"[{time.time() - t0:6.1f}s] {msg}", flush=True)
 
+    gpu = None
+    if args.device == "cuda":
+        import torch
+
+        gpu = torch.cuda.get_device_name(0)
+
     def save() -> None:
         doc = {
             "device": args.device,
+            "gpu": gpu,
             "deadline_s": args.deadline,
             "slowdown": args.slowdown,
             "wall_s": round(time.time() - t0, 1),
             "jobs": [{k: v for k, v in asdict(j).items() if k != "log"} | {"last_log": j.log[-3:]} for j in jobs],
         }
-        if args.device == "cuda":
-            import torch
-
-            doc["gpu"] = torch.cuda.get_device_name(0)
         tmp = out / "plan.json.tmp"
         tmp.write_text(json.dumps(doc, indent=1))
         os.replace(tmp, out / "plan.json")

@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 import torch
 
 import tnn
@@ -143,6 +144,17 @@ def test_bench_train_reports_throughput(capsys):
     for variant, levels in (("tnn", 4), ("vanilla", 1)):  # fp32 and bf16 side by side on CPU
         assert f"| resnet8 | {variant} | fp32 | 8 | {levels} |" in out
         assert f"| resnet8 | {variant} | bf16 | 8 | {levels} |" in out
+
+
+@pytest.mark.slow
+def test_bench_train_times_the_compiled_step_beside_the_eager_one(capsys):
+    args = ["bench", "train", "--models", "resnet8", "--batch-size", "4", "--steps", "1", "--precisions", "fp32"]
+    assert main([*args, "--compile"]) == 0
+    out = capsys.readouterr().out
+    assert "| compiled | images/s |" in out and "× eager |" in out
+    for variant, levels in (("tnn", 4), ("vanilla", 1)):
+        assert f"| resnet8 | {variant} | fp32 | 4 | {levels} | no |" in out
+        assert f"| resnet8 | {variant} | fp32 | 4 | {levels} | yes |" in out
 
 
 def test_report_pairs_tnn_levels_with_standalone_networks_of_equal_cost(tmp_path):

@@ -19,7 +19,15 @@ import torch
 
 from tnn.models import ThrottleNet, create_model
 
-__all__ = ["LevelTiming", "bench_latency", "format_table", "time_interleaved", "time_levels"]
+__all__ = [
+    "LevelTiming",
+    "bench_latency",
+    "bench_train",
+    "format_table",
+    "time_interleaved",
+    "time_levels",
+    "time_train_step",
+]
 
 K = TypeVar("K")
 
@@ -220,8 +228,6 @@ def bench_train(
     ``compile``: each step is also timed through :func:`tnn.train.compile_levels` (``tnn pretrain
     --compile``), beside the eager one; its warm-up steps pay the compilation and are not timed.
     """
-    from tnn.train import Sandwich, compile_levels, sandwich_loss
-
     if steps < 1 or batch_size < 1:
         raise ValueError(f"steps and batch_size must be positive, got {steps} and {batch_size}")
     dev = torch.device(device)
@@ -231,39 +237,74 @@ def bench_train(
     if unknown:
         raise ValueError(f"unknown precision {sorted(unknown)}; choose fp32 or bf16")
     rows = []
-    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     for name in models:
         for precision in precisions:
-            bf16 = precision == "bf16"
             torch.manual_seed(0)
             model = create_model(name, in_channels=in_channels).to(dev)
-            x = torch.rand(batch_size, *model.input_shape, device=dev)
-            if bf16 and x.dim() == 4:
-                model.to(memory_format=torch.channels_last)
-                x = x.contiguous(memory_format=torch.channels_last)
-            nets = [(False, Sandwich(model))]
-            if compile:
-                nets.append((True, Sandwich(model, compile_levels(model, dev))))
-            opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
-            y = torch.randint(0, model.num_classes, (batch_size,), device=dev)
             lv = model.levels
-            variants = (("tnn", [1.0, lv[0], lv[len(lv) // 2], lv[-2]]), ("vanilla", [1.0]))
-            for (variant, us), (compiled, net) in ((v, n) for v in variants for n in nets):
-                for i in range(max(warmup, 3 if compiled else 0) + steps):
-                    if i == max(warmup, 3 if compiled else 0):
-                        sync()
-                        start = time.perf_counter()
-                    with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
-                        logits = net(x, us)
-                    loss = sandwich_loss(logits, y, distill=True, label_smoothing=0.0)
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
-                sync()
-                per_step = (time.perf_counter() - start) / steps
-                rows.append(
-                    TrainThroughput(
-                        name, variant, batch_size, len(us), batch_size / per_step, per_step * 1e3, precision, compiled
+            for variant, us in (("tnn", [1.0, lv[0], lv[len(lv) // 2], lv[-2]]), ("vanilla", [1.0])):
+                for compiled in (False, True) if compile else (False,):
+                    per_step, _ = time_train_step(
+                        model,
+                        us,
+                        batch_size=batch_size,
+                        steps=steps,
+                        warmup=warmup,
+                        bf16=precision == "bf16",
+                        compiled=compiled,
                     )
-                )
+                    rows.append(
+                        TrainThroughput(
+                            name,
+                            variant,
+                            batch_size,
+                            len(us),
+                            batch_size / per_step,
+                            per_step * 1e3,
+                            precision,
+                            compiled,
+                        )
+                    )
     return rows
+
+
+def time_train_step(
+    model: ThrottleNet,
+    us: Sequence[float],
+    *,
+    batch_size: int,
+    steps: int,
+    warmup: int = 2,
+    bf16: bool = False,
+    compiled: bool = False,
+) -> tuple[float, float]:
+    """Seconds per pretraining step of ``model`` (on its device) at levels ``us``, random data, and
+    the seconds its untimed warm-up took: the step ``tnn pretrain`` runs (the sandwich loss, SGD with
+    Nesterov momentum; ``bf16``: autocast and channels-last for images; ``compiled``: through
+    :func:`tnn.train.compile_levels`, with at least 3 warm-up steps, which pay the compilation)."""
+    from tnn.train import Sandwich, compile_levels, sandwich_loss
+
+    dev = next(model.parameters()).device
+    x = torch.rand(batch_size, *model.input_shape, device=dev)
+    if bf16 and x.dim() == 4:
+        model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, model.num_classes, (batch_size,), device=dev)
+    net = Sandwich(model, compile_levels(model, dev) if compiled else None)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    warmup = max(warmup, 3 if compiled else 0)
+    t_warm = time.perf_counter()
+    for i in range(warmup + steps):
+        if i == warmup:
+            sync()
+            start = time.perf_counter()
+            warm_s = start - t_warm
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
+            logits = net(x, us)
+        loss = sandwich_loss(logits, y, distill=True, label_smoothing=0.0)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    sync()
+    return (time.perf_counter() - start) / steps, warm_s

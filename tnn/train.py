@@ -118,17 +118,19 @@ class PretrainResult:
 class Sandwich(nn.Module):
     """Runs one batch at several levels in a single forward call (one graph for DDP).
 
-    ``compiled``: a ``torch.compile`` of ``model`` to call instead (see :func:`compile_levels`); the
-    parameters stay ``model``'s, registered here, so DDP and the optimizer see them once.
+    ``compiled``: ``model``'s levels through ``torch.compile`` (:func:`compile_levels`, a plain
+    function of ``(x, u)``) to call instead; the parameters stay ``model``'s, registered here once.
     """
 
-    def __init__(self, model: ThrottleNet, compiled: Any = None) -> None:
+    def __init__(
+        self, model: ThrottleNet, compiled: Callable[[torch.Tensor, float], torch.Tensor] | None = None
+    ) -> None:
         super().__init__()
         self.model = model
-        self._compiled = [compiled] if compiled is not None else []  # a list: not a registered submodule
+        self.compiled = compiled
 
     def forward(self, x: torch.Tensor, us: Sequence[float]) -> list[torch.Tensor]:
-        fn = self._compiled[0] if self._compiled else self.model
+        fn = self.compiled or self.model
         return [fn(x, u) for u in us]
 
 
