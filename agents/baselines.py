@@ -2,8 +2,8 @@
 
 Every policy answers ``predict(obs, env) -> action`` for the env's own action space, choosing a
 level index and turning it into an action with ``env.unwrapped.action_for_level``. Those that look
-at the input read what a controller could see: the lowest-level preview of the *current* sample
-(its confidence and features, from the response table at ``env.unwrapped.index``) — except the
+at the input read what a controller could see: the preview of the *current* sample at the env's
+preview level (its confidence and features, from the response table at ``env.unwrapped.index``) — except the
 oracle, which reads the correctness of every level and is therefore an upper bound, never a
 controller. Policies that never look at the input (``needs_preview = False``: static, random,
 oracle) are evaluated without the preview pass, so they are not charged for it; see
@@ -11,8 +11,8 @@ oracle) are evaluated without the preview pass, so they are not charged for it; 
 
 - ``static``: one fixed level (the front every controller must beat).
 - ``random``: a uniformly random level per input.
-- ``cascade``: keep the preview's answer (the cheapest level) when its confidence ≥ τ, else run a
-  chosen level; τ and that level are tuned on ``val`` for a trade-off λ.
+- ``cascade``: keep the preview's answer when its confidence ≥ τ, else run a chosen level; τ, that
+  level and (among the levels it is offered) the preview level are tuned on ``val`` for a trade-off λ.
 - ``bandit``: the paper's controller, a neural contextual bandit over discrete levels: a small MLP
   on the preview features predicts each level's reward (correct − λ·cost ratio), trained on
   ``val`` with ε-greedy exploration, greedy at test time.
@@ -33,6 +33,7 @@ __all__ = [
     "Policy",
     "RandomPolicy",
     "StaticPolicy",
+    "answered_correct",
     "cost_fractions",
     "eval_kwargs_for",
     "tradeoff_rewards",
@@ -51,26 +52,41 @@ class Policy(Protocol):
 
 
 def eval_kwargs_for(policy: Any, env_kwargs: dict[str, Any]) -> dict[str, Any]:
-    """The env kwargs to evaluate ``policy`` with: no preview (observation "none") when it ignores the input."""
+    """The env kwargs to evaluate ``policy`` with: no preview (observation "none") when it ignores the
+    input; the policy's own preview level when it has one (the cascade tunes it)."""
     if getattr(policy, "needs_preview", True):
-        return dict(env_kwargs)
-    return {**env_kwargs, "observation": "none"}
+        level = getattr(policy, "preview_level", None)
+        return dict(env_kwargs) if level is None else {**env_kwargs, "preview_level": int(level)}
+    kwargs = {**env_kwargs, "observation": "none"}
+    kwargs.pop("preview_level", None)
+    return kwargs
 
 
 def _action(env: Any, level: int) -> Any:
     return env.unwrapped.action_for_level(int(level))
 
 
-def cost_fractions(env: Any) -> np.ndarray:
+def cost_fractions(env: Any, preview_level: int | None = None) -> np.ndarray:
     """Each level's charge as the env computes it, as a fraction of the u=1 cost (its ``info["cost"]``).
 
-    The env charges the preview (the lowest level) on top of every other level when it shows
-    features, and divides by the bare u=1 cost; background load is left out (a baseline cannot see it).
+    The env charges the preview (at its ``preview_level``, or at ``preview_level`` when given) on top
+    of every level above it when it shows features, a level at or below it costs the preview alone;
+    divided by the bare u=1 cost. Background load is left out (a baseline cannot see it).
     """
+    from envs.throttle import charges
+
     base = getattr(env, "unwrapped", env)
     raw = np.array([float(base.profile.cost(u, base.cost_metric)) for u in base.levels], dtype=np.float64)
-    preview = np.where(np.arange(len(raw)) > 0, raw[0], 0.0) if base.observation == "features" else 0.0
-    return (raw + preview) / raw[-1]
+    level = base.preview_level if preview_level is None else preview_level
+    return charges(raw, level if base.observation == "features" else None) / raw[-1]
+
+
+def answered_correct(correct: np.ndarray, preview_level: int) -> np.ndarray:
+    """(N, L) correctness of what each level *answers* with the preview at ``preview_level``: a level
+    at or below it answers with the preview."""
+    correct = np.asarray(correct, dtype=bool)
+    cols = np.maximum(np.arange(correct.shape[1]), preview_level)
+    return correct[:, cols]
 
 
 def tradeoff_rewards(correct: np.ndarray, fractions: np.ndarray, lam: float) -> np.ndarray:
@@ -120,35 +136,60 @@ class OraclePolicy:
 
 
 class CascadePolicy:
-    """Preview confidence ≥ τ → the cheapest level (the preview's own answer), else ``fallback`` level."""
+    """Preview (at ``preview_level``) confidence ≥ τ → the preview's own answer, else ``fallback`` level.
+
+    It is evaluated in an env whose preview runs at its ``preview_level`` (:func:`eval_kwargs_for`).
+    """
 
     name = "cascade"
     needs_preview = True
 
-    def __init__(self, tau: float, fallback: int, setting: str = "") -> None:
-        self.tau, self.fallback = float(tau), int(fallback)
+    def __init__(self, tau: float, fallback: int, setting: str = "", preview_level: int = 0) -> None:
+        self.tau, self.fallback, self.preview_level = float(tau), int(fallback), int(preview_level)
         self.setting = setting or f"τ={self.tau:.2f}"
 
     @classmethod
-    def fit(cls, table: Any, fractions: np.ndarray, lam: float, setting: str = "") -> CascadePolicy:
-        """τ and fallback level maximising the mean trade-off reward on ``table`` (the val split)."""
-        conf = np.asarray(table.confidence)[:, 0]
-        rewards = tradeoff_rewards(np.asarray(table.correct), fractions, lam)
-        taus = np.unique(np.quantile(conf, np.linspace(0.0, 1.0, 41)))
-        taus = np.append(taus, np.inf)  # never trust the preview
-        best = (-np.inf, np.inf, len(fractions) - 1)
-        for tau in taus:
-            easy = conf >= tau
-            for fb in range(len(fractions)):
-                value = np.where(easy, rewards[:, 0], rewards[:, fb]).mean()
-                if value > best[0] + 1e-12:
-                    best = (value, float(tau), fb)
-        return cls(best[1], best[2], setting or f"λ={lam:g}")
+    def fit(
+        cls,
+        table: Any,
+        fractions: np.ndarray | Any,
+        lam: float,
+        setting: str = "",
+        *,
+        preview_levels: tuple[int, ...] = (0,),
+    ) -> CascadePolicy:
+        """τ, fallback level and preview level maximising the mean trade-off reward on ``table`` (the
+        val split). ``fractions``: the cost fractions of the levels (preview level 0), or a callable
+        ``preview_level -> fractions`` (e.g. ``lambda p: cost_fractions(env, p)``) to try ``preview_levels``."""
+        best = (-np.inf, np.inf, len(table.levels) - 1, 0)
+        for p in preview_levels:
+            frac = np.asarray(fractions(p) if callable(fractions) else fractions, np.float64)
+            if not callable(fractions) and p != 0:
+                raise ValueError("several preview levels need fractions as a callable preview_level -> fractions")
+            conf = np.asarray(table.confidence)[:, p]
+            rewards = tradeoff_rewards(answered_correct(table.correct, p), frac, lam)
+            taus = np.unique(np.quantile(conf, np.linspace(0.0, 1.0, 41)))
+            taus = np.append(taus, np.inf)  # never trust the preview
+            for tau in taus:
+                easy = conf >= tau
+                for fb in range(p + 1 if tau < np.inf else p, len(frac)):
+                    value = np.where(easy, rewards[:, p], rewards[:, fb]).mean()
+                    if value > best[0] + 1e-12:
+                        best = (value, float(tau), fb, p)
+        setting = setting or f"λ={lam:g}"
+        if len(preview_levels) > 1:
+            setting += f" preview={best[3]}"
+        return cls(best[1], best[2], setting, preview_level=best[3])
 
     def predict(self, obs: Any, env: Any) -> Any:
         base = env.unwrapped
-        conf = float(base.table.confidence[base.index][0])
-        return _action(env, 0 if conf >= self.tau else self.fallback)
+        if base.preview_level != self.preview_level:
+            raise ValueError(
+                f"this cascade was tuned with its preview at level {self.preview_level}, the env previews at "
+                f"level {base.preview_level}; evaluate it with env kwargs from agents.baselines.eval_kwargs_for"
+            )
+        conf = float(base.table.confidence[base.index][self.preview_level])
+        return _action(env, self.preview_level if conf >= self.tau else self.fallback)
 
 
 class BanditPolicy:
@@ -161,8 +202,9 @@ class BanditPolicy:
     name = "bandit"
     needs_preview = True
 
-    def __init__(self, net: Any, mean: np.ndarray, std: np.ndarray, setting: str = "") -> None:
+    def __init__(self, net: Any, mean: np.ndarray, std: np.ndarray, setting: str = "", preview_level: int = 0) -> None:
         self.net, self.mean, self.std, self.setting = net, mean, std, setting
+        self.preview_level = int(preview_level)
         self._table: Any = None
         self._levels = np.zeros(0, np.int64)
 
@@ -181,13 +223,16 @@ class BanditPolicy:
         lr: float = 3e-3,
         seed: int = 0,
         setting: str = "",
+        preview_level: int = 0,
     ) -> BanditPolicy:
         import torch
 
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # a tiny MLP: threads only add synchronisation
         try:
-            return cls._fit(table, fractions, lam, epochs, hidden, batch_size, eps_start, eps_end, lr, seed, setting)
+            return cls._fit(
+                table, fractions, lam, epochs, hidden, batch_size, eps_start, eps_end, lr, seed, setting, preview_level
+            )
         finally:
             torch.set_num_threads(threads)
 
@@ -205,16 +250,18 @@ class BanditPolicy:
         lr: float,
         seed: int,
         setting: str,
+        preview_level: int,
     ) -> BanditPolicy:
         import torch
         from torch import nn
 
         gen = torch.Generator().manual_seed(seed)
         rng = np.random.default_rng(seed)
-        feats = np.asarray(table.features, dtype=np.float32)
+        feats = np.asarray(table.preview_features(preview_level), dtype=np.float32)
         mean, std = feats.mean(0), feats.std(0) + 1e-6
         x = torch.from_numpy((feats - mean) / std)
-        rewards = torch.from_numpy(tradeoff_rewards(np.asarray(table.correct), fractions, lam).astype(np.float32))
+        correct = answered_correct(table.correct, preview_level)
+        rewards = torch.from_numpy(tradeoff_rewards(correct, fractions, lam).astype(np.float32))
         n, n_arms = rewards.shape
         torch.manual_seed(seed)
         net = nn.Sequential(nn.Linear(x.shape[1], hidden), nn.ReLU(), nn.Linear(hidden, n_arms))
@@ -236,7 +283,7 @@ class BanditPolicy:
                 opt.step()
                 step += 1
         net.eval()
-        return cls(net, mean, std, setting or f"λ={lam:g}")
+        return cls(net, mean, std, setting or f"λ={lam:g}", preview_level)
 
     def levels_for(self, features: np.ndarray) -> np.ndarray:
         """Greedy level per row of raw preview features."""
@@ -249,5 +296,10 @@ class BanditPolicy:
     def predict(self, obs: Any, env: Any) -> Any:
         base = env.unwrapped
         if self._table is not base.table:  # the net is deterministic: answer a whole table in one pass
-            self._table, self._levels = base.table, self.levels_for(base.table.features)
+            if base.preview_level != self.preview_level:
+                raise ValueError(
+                    f"this bandit was trained on the preview at level {self.preview_level}, the env previews at "
+                    f"level {base.preview_level}"
+                )
+            self._table, self._levels = base.table, self.levels_for(base.table.preview_features(self.preview_level))
         return _action(env, int(self._levels[base.index]))

@@ -120,6 +120,16 @@ def _env_ids(text: str) -> list[str]:
     return names
 
 
+def _preview_levels(text: str) -> list[int]:
+    try:
+        levels = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        levels = []
+    if not levels or len(set(levels)) != len(levels) or min(levels) < 0:
+        raise argparse.ArgumentTypeError(f"expected distinct comma-separated level indices, e.g. 0,2; got {text!r}")
+    return levels
+
+
 def _cmd_pareto(args: argparse.Namespace) -> int:
     from agents.sweep import SweepConfig, run_sweep
 
@@ -134,6 +144,7 @@ def _cmd_pareto(args: argparse.Namespace) -> int:
         budget_conditioned=not args.no_budget_conditioned,
         observations=tuple(args.observations),
         controller_env_ids=tuple(args.controller_env_ids or ()),
+        preview_levels=tuple(args.preview_levels or ()),
         progress=not args.no_progress,
         title=args.title or "",
     )
@@ -213,6 +224,15 @@ def add_cli(sub: Any) -> None:
         help="env ids to train the controllers on (default: --env-id); with several, each λ keeps the one with "
         "the best val trade-off reward (e.g. tnn/Throttle-v0,tnn/ThrottleDiscrete-v0: continuous u or one "
         "action per level); the baselines run on --env-id",
+    )
+    p.add_argument(
+        "--preview-levels",
+        type=_preview_levels,
+        default=None,
+        metavar="I[,I]",
+        help="levels (indices) the features preview may run at (default: the env's preview_level, 0): the "
+        "features controllers are trained once per level and each λ keeps the val-best; the cascade tunes "
+        "its preview level among them; a deeper preview costs more and tells more",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--title", default=None)

@@ -27,8 +27,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import numpy as np
-
 from agents.baselines import (
     BanditPolicy,
     CascadePolicy,
@@ -65,6 +63,9 @@ class SweepConfig:
     """env ids the controllers are trained on (default: ``env_id`` alone); with several (e.g. the
     continuous ``tnn/Throttle-v0`` and the discrete ``tnn/ThrottleDiscrete-v0``), each λ keeps the
     val-best, as with ``observations``. The baselines always run on ``env_id``."""
+    preview_levels: tuple[int, ...] = ()
+    """levels the features preview may run at (default: ``env_kwargs``' ``preview_level``, else 0); the
+    features controllers are trained once per level (val-best kept) and the cascade tunes it among them."""
     hyperparams: dict = field(default_factory=dict)
     progress: bool = True
     title: str = ""
@@ -76,6 +77,7 @@ class _Run(NamedTuple):
 
     label: str
     observation: str
+    preview_level: int
     env_id: str
     run_dir: Path
     kwargs: dict[str, Any]
@@ -96,13 +98,12 @@ def _make(env_id: str, kwargs: Mapping[str, Any]) -> Any:
     return gymnasium.make(env_id, **kwargs)
 
 
-def _val_setup(env_id: str, env_kwargs: Mapping[str, Any]) -> tuple[Any, np.ndarray, tuple[float, ...]]:
-    """The val table, each level's cost fraction as the env charges it, and the levels."""
+def _val_setup(env_id: str, env_kwargs: Mapping[str, Any]) -> tuple[Any, Any, tuple[float, ...]]:
+    """The val table, the val env (closed; for :func:`cost_fractions` at any preview level), and the levels."""
     env = _make(env_id, {**env_kwargs, "split": "val"})
     base = env.unwrapped
-    out = base.table, cost_fractions(base), tuple(float(u) for u in base.levels)
     env.close()
-    return out
+    return base.table, base, tuple(float(u) for u in base.levels)
 
 
 def baseline_policy(
@@ -128,10 +129,11 @@ def baseline_policy(
     if name == "oracle":
         return OraclePolicy()
     if name in ("cascade", "bandit"):
-        table, costs, _levels = _val_setup(env_id, env_kwargs)
+        table, base, _levels = _val_setup(env_id, env_kwargs)
         if name == "cascade":
-            return CascadePolicy.fit(table, costs, lam)
-        return BanditPolicy.fit(table, costs, lam, seed=seed)
+            level = base.preview_level
+            return CascadePolicy.fit(table, lambda p: cost_fractions(base, p), lam, preview_levels=(level,))
+        return BanditPolicy.fit(table, cost_fractions(base), lam, seed=seed, preview_level=base.preview_level)
     raise ValueError(f"unknown baseline {name!r}; choose one of static, random, cascade, bandit, oracle, or a run dir")
 
 
@@ -171,7 +173,8 @@ def run_sweep(cfg: SweepConfig, out: str | Path, *, command: str = "") -> list[P
     if command:
         atomic_write(out / "command.txt", lambda fh: fh.write((command + "\n").encode()))
     test_kwargs = {**env_kwargs, "split": "test"}
-    table, costs, levels = _val_setup(cfg.env_id, env_kwargs)
+    table, val_env, levels = _val_setup(cfg.env_id, env_kwargs)
+    costs = cost_fractions(val_env)
     evaluations: list[dict[str, Any]] = []
     points: list[ParetoPoint] = []
     timings: dict[str, float] = {}
@@ -206,14 +209,16 @@ def run_sweep(cfg: SweepConfig, out: str | Path, *, command: str = "") -> list[P
         run(OraclePolicy())
         timings["oracle"] = time.perf_counter() - t
     if "cascade" in cfg.methods:
-        t = stage("cascade: τ and fallback level tuned on val per λ")
+        previews = _preview_levels(cfg)
+        among = f", preview level among {', '.join(map(str, previews))}" if len(previews) > 1 else ""
+        t = stage(f"cascade: τ and fallback level{among} tuned on val per λ")
         for lam in cfg.lams:
-            run(CascadePolicy.fit(table, costs, lam))
+            run(CascadePolicy.fit(table, lambda p: cost_fractions(val_env, p), lam, preview_levels=previews))
         timings["cascade"] = time.perf_counter() - t
     if "bandit" in cfg.methods:
         t = stage("bandit: neural ε-greedy contextual bandit trained on val per λ")
         for lam in cfg.lams:
-            run(BanditPolicy.fit(table, costs, lam, seed=cfg.seed))
+            run(BanditPolicy.fit(table, costs, lam, seed=cfg.seed, preview_level=val_env.preview_level))
         timings["bandit"] = time.perf_counter() - t
     selections: list[dict[str, Any]] = []
     chosen_runs: list[Path] = []  # the run directories behind the controller points, in order
@@ -224,6 +229,8 @@ def run_sweep(cfg: SweepConfig, out: str | Path, *, command: str = "") -> list[P
             pick.append(f"observation {' / '.join(cfg.observations)}")
         if len(env_ids) > 1:
             pick.append(f"env {' / '.join(map(_env_short, env_ids))}")
+        if len(_preview_levels(cfg)) > 1:
+            pick.append(f"preview level {' / '.join(map(str, _preview_levels(cfg)))}")
         pick = f", the val-best of {' × '.join(pick)}" if pick else ""
         t = stage(f"{cfg.algo}: one controller per λ{pick}, {cfg.timesteps:,} steps each")
         for lam in cfg.lams:
@@ -342,6 +349,16 @@ def _controller_env_ids(cfg: SweepConfig) -> tuple[str, ...]:
     return tuple(cfg.controller_env_ids) or (cfg.env_id,)
 
 
+def _base_preview_level(cfg: SweepConfig) -> int:
+    """The preview level of ``cfg.env_kwargs`` (0 unless it names one)."""
+    return int(cfg.env_kwargs.get("preview_level", 0))
+
+
+def _preview_levels(cfg: SweepConfig) -> tuple[int, ...]:
+    """The preview levels the sweep tries: ``cfg.preview_levels``, else the env kwargs' own."""
+    return tuple(cfg.preview_levels) or (_base_preview_level(cfg),)
+
+
 ACTIONS = {"tnn/Throttle-v0": "continuous", "tnn/ThrottleDiscrete-v0": "discrete"}
 """The action space of each env id this package registers."""
 ALGO_ACTIONS = {
@@ -369,20 +386,27 @@ def _check_action_spaces(cfg: SweepConfig) -> None:
 def _setting_suffix(cfg: SweepConfig, r: _Run) -> str:
     """What a controller point's setting adds to its λ: the observation and env it was chosen with."""
     suffix = f" obs={r.observation}" if len(cfg.observations) > 1 else ""
+    if r.observation == "features" and len(_preview_levels(cfg)) > 1:
+        suffix += f" preview={r.preview_level}"
     named = len(_controller_env_ids(cfg)) > 1 or r.env_id != cfg.env_id  # the baselines' env goes unnamed
     return suffix + (f" env={_env_short(r.env_id)}" if named else "")
 
 
 def _controller_runs(cfg: SweepConfig, out: Path, lam: float | None) -> list[_Run]:
-    """The candidate controllers for ``lam`` (item: their TrainConfig), one per observation and env id;
-    ``lam=None``: the budget-conditioned controller (λ drawn per episode). Runs on ``cfg.env_id`` are
-    named as in a sweep of that env alone (so they are reused); runs on another env add its name."""
+    """The candidate controllers for ``lam`` (item: their TrainConfig), one per observation (features: per
+    preview level) and env id; ``lam=None``: the budget-conditioned controller (λ drawn per episode).
+    Runs on ``cfg.env_id`` at the env kwargs' preview level are named as in a sweep of that env alone (so
+    they are reused); runs on another env or preview level add it to their name."""
     from agents.train import TrainConfig
 
     multi = len(cfg.observations) > 1
     env_ids = _controller_env_ids(cfg)
+    previews, base_level = _preview_levels(cfg), _base_preview_level(cfg)
+    combos = [
+        (e, o, p) for e in env_ids for o in cfg.observations for p in (previews if o == "features" else (base_level,))
+    ]
     runs = []
-    for env_id, obs_name in ((e, o) for e in env_ids for o in cfg.observations):
+    for env_id, obs_name, level in combos:
         common = {
             "algo": cfg.algo,
             "env_id": env_id,
@@ -391,6 +415,10 @@ def _controller_runs(cfg: SweepConfig, out: Path, lam: float | None) -> list[_Ru
             "progress": cfg.progress,
         }
         kwargs = _with_observation(cfg.env_kwargs, obs_name, multi)
+        if obs_name == "features" and level != base_level:
+            kwargs["preview_level"] = level
+        elif obs_name != "features":
+            kwargs.pop("preview_level", None)
         if lam is None:
             stem = f"{cfg.algo}-conditioned"
             tc = TrainConfig(
@@ -405,10 +433,12 @@ def _controller_runs(cfg: SweepConfig, out: Path, lam: float | None) -> list[_Ru
             stem = f"{cfg.algo}-lam{lam:g}"
             tc = TrainConfig(**common, lam=lam, env_kwargs=kwargs, timesteps=cfg.timesteps)
         stem += f"-{obs_name}" if multi else ""
+        stem += f"-preview{level}" if level != base_level else ""
         stem += f"-{_env_short(env_id).lower()}" if env_id != cfg.env_id else ""
         named = len(env_ids) > 1 or env_id != cfg.env_id
-        label = " ".join([obs_name] * multi + [_env_short(env_id)] * named) or obs_name
-        runs.append(_Run(label, obs_name, env_id, out / "runs" / stem, kwargs, tc))
+        shown = obs_name == "features" and len(previews) > 1
+        label = " ".join([obs_name] * multi + [f"preview {level}"] * shown + [_env_short(env_id)] * named) or obs_name
+        runs.append(_Run(label, obs_name, level, env_id, out / "runs" / stem, kwargs, tc))
     return runs
 
 

@@ -23,6 +23,7 @@ __all__ = [
     "OBSERVATIONS",
     "ThrottleDiscreteEnv",
     "ThrottleEnv",
+    "charges",
     "draw_episode",
     "in_results",
     "resolve_checkpoint",
@@ -92,6 +93,19 @@ def draw_episode(rng: np.random.Generator, num_samples: int, length: int, load: 
     return order, factors
 
 
+def charges(raw: np.ndarray, preview_level: int | None) -> np.ndarray:
+    """What each level costs an input when the preview runs at ``preview_level`` (None: no preview).
+
+    The preview is charged to every level above it; a level at or below it answers with the
+    preview itself (it already is at least as good an answer), so it costs the preview alone.
+    """
+    raw = np.asarray(raw, np.float64)
+    if preview_level is None:
+        return raw.copy()
+    idx = np.arange(len(raw))
+    return np.where(idx > preview_level, raw + raw[preview_level], raw[preview_level])
+
+
 def squash_features(features: np.ndarray, num_classes: int) -> np.ndarray:
     """Preview features → observation: asinh on pooled features (scale-free, split-independent),
     confidence and margin as they are, entropy / log(classes); all clipped to ±FEATURE_BOUND."""
@@ -116,15 +130,16 @@ class ThrottleEnv(gym.Env):
 
     ## Description
     Each step shows one input of a data split (its *preview*: the network run at its lowest
-    level) and the resource context; the agent picks the utilization ``u``, the network answers at
-    that level, and the step is charged the level's measured cost (from a
+    level, or at ``preview_level``) and the resource context; the agent picks the utilization
+    ``u``, the network answers at that level, and the step is charged the level's measured cost (from a
     :class:`tnn.profile.CostProfile`), scaled by background load. The reward weighs correctness
     against cost through a pluggable reward/budget object. In table mode (default) answers come
     from a precomputed :class:`tnn.table.ResponseTable`, so a step costs microseconds; live mode
     runs the network for real and gives the same rewards.
 
     ## Action Space
-    ``Box(-1, 1, (1,), float32)``: u = u_min + (a + 1)/2 · (1 − u_min), snapped up to a level.
+    ``Box(-1, 1, (1,), float32)``: u = u_min + (a + 1)/2 · (1 − u_min), snapped up to a level
+    (u_min defaults to the preview level's u).
     Finite values outside [-1, 1] are clipped; NaN, inf or another shape raise ValueError.
     ``tnn/ThrottleDiscrete-v0``: ``Discrete(L)``, action i runs level i.
     ``env.unwrapped.action_for_level(i)`` gives an action that runs exactly level i.
@@ -134,13 +149,14 @@ class ThrottleEnv(gym.Env):
 
     | key | shape | bounds | content |
     |---|---|---|---|
-    | features | (F,) | ±8 | asinh(pooled features at the lowest level); softmax max, margin, entropy/log(C) |
+    | features | (F,) | ±8 | asinh(pooled features at the preview level); softmax max, margin, entropy/log(C) |
     | pixels | (P,) | [0, 1] | the input average-pooled to 8×8 (clips 4×8×8), flattened |
     | context | (5,) | [0, 1] | budget left, steps left, load/max load, λ or budget rate, previous u |
 
-    With observation="none" only ``context`` is shown. The preview's cost (the lowest level's) is
-    charged to every step with observation="features", except when the lowest level is chosen
-    (the preview already is that answer).
+    With observation="none" only ``context`` is shown. With observation="features" the preview's
+    cost (its level's, the lowest by default) is charged on top of every level above the preview
+    level; a level at or below it answers with the preview itself (``info["level"]`` is then the
+    preview level) and costs the preview alone.
 
     ## Rewards
     ``reward`` is a name — ``linear`` (correct − λ·cost), ``budget`` (hard episode budget with an
@@ -179,6 +195,8 @@ class ThrottleEnv(gym.Env):
     - ``sequential``: walk the split in order, each sample once per pass (evaluation).
     - ``episode_length``: steps per episode (64; None with sequential: the whole split).
     - ``observation``: "features" (default), "pixels" or "none".
+    - ``preview_level``: the level (index, default 0: the lowest) the features preview runs at; a
+      deeper preview costs more and tells the controller more (observation="features" only).
     - ``reward``, ``reward_kwargs``: a reward name and its arguments, or a callable.
     - ``budget``: shorthand for ``reward_kwargs["rate"]`` of the budget rewards (float or (low, high)).
     - ``cost_metric``: "energy" (default), "latency" or "flops" — what ``cost`` measures.
@@ -213,6 +231,7 @@ class ThrottleEnv(gym.Env):
         cache_dir: str | os.PathLike | None = None,
         discrete: bool = False,
         render_mode: str | None = None,
+        preview_level: int = 0,
     ) -> None:
         from tnn import data
         from tnn.checkpoint import load_checkpoint
@@ -242,7 +261,18 @@ class ThrottleEnv(gym.Env):
         self.profile, self.cost_source = self._resolve_profile(profile, is_default)
 
         lv = len(self.levels)
-        self.u_min = self.levels[0] if u_min is None else float(u_min)
+        if isinstance(preview_level, bool) or not isinstance(preview_level, (int, np.integer)):
+            raise ValueError(f"preview_level must be a level index (int), got {preview_level!r}")
+        if not 0 <= preview_level < lv:
+            raise ValueError(f"preview_level must be in [0, {lv}) for this model's {lv} levels, got {preview_level}")
+        if preview_level and observation != "features":
+            raise ValueError(
+                f"preview_level={preview_level} needs observation='features' (the preview is what it shows); "
+                f"got observation={observation!r}"
+            )
+        self.preview_level = int(preview_level)
+        self._floor = self.preview_level if observation == "features" else 0  # lower levels answer with the preview
+        self.u_min = self.levels[self._floor] if u_min is None else float(u_min)
         if not 0.0 < self.u_min <= 1.0:
             raise ValueError(f"u_min must be in (0, 1], got {u_min!r}")
         self._snap = [u + _SNAP_EPS for u in self.levels]  # level i runs every u <= levels[i] (+ float slack)
@@ -252,10 +282,8 @@ class ThrottleEnv(gym.Env):
         energy = np.array([self.profile.cost(u, "energy") for u in self.levels])
         latency = np.array([self.profile.cost(u, "latency") for u in self.levels])
         flops = np.array([self.profile.cost(u, "flops") for u in self.levels])
-        preview = np.arange(lv) > 0 if observation == "features" else np.zeros(lv, bool)
-        self._energy = energy + preview * energy[0]
-        self._latency = latency + preview * latency[0]
-        self._flops = flops + preview * flops[0]
+        p = self.preview_level if observation == "features" else None
+        self._energy, self._latency, self._flops = (charges(a, p) for a in (energy, latency, flops))
         self._full = {"energy": float(energy[-1]), "latency": float(latency[-1]), "flops": float(flops[-1])}
         self._energy_l, self._latency_l, self._flops_l = (
             a.tolist() for a in (self._energy, self._latency, self._flops)
@@ -359,7 +387,7 @@ class ThrottleEnv(gym.Env):
     def _observe_all(self) -> np.ndarray:
         if self.observation == "pixels":
             return self.table.pixels.astype(np.float32)
-        return squash_features(self.table.features, self.num_classes)
+        return squash_features(self.table.preview_features(self.preview_level), self.num_classes)
 
     def _observe(self, index: int) -> np.ndarray:
         """The features/pixels observation of one sample (live mode computes it)."""
@@ -370,7 +398,7 @@ class ThrottleEnv(gym.Env):
         image = self.images[index : index + 1]
         if self.observation == "pixels":
             return pixels_of(image)[0]
-        return squash_features(preview(self.model, image), self.num_classes)[0]
+        return squash_features(preview(self.model, image, self.preview_level), self.num_classes)[0]
 
     # ------------------------------------------------------------------ actions
 
@@ -384,7 +412,7 @@ class ThrottleEnv(gym.Env):
                 or not 0 <= int(a.reshape(-1)[0]) < len(self.levels)
             ):
                 raise ValueError(f"action must be an integer in [0, {len(self.levels)}), got {action!r}")
-            return int(a.reshape(-1)[0])
+            return max(self._floor, int(a.reshape(-1)[0]))
         if type(action) is np.ndarray and action.shape == (1,):
             a = float(action[0])
         else:
@@ -396,14 +424,16 @@ class ThrottleEnv(gym.Env):
             raise ValueError(f"action must be finite, got {a!r}")
         a = min(1.0, max(-1.0, a))
         u = self.u_min + (a + 1.0) * 0.5 * (1.0 - self.u_min)
-        return min(bisect.bisect_left(self._snap, u), len(self.levels) - 1)
+        return max(self._floor, min(bisect.bisect_left(self._snap, u), len(self.levels) - 1))
 
     def action_for_level(self, level: int) -> np.ndarray:
-        """An action that runs exactly level ``level`` (ValueError when u_min puts it out of reach)."""
+        """An action that runs exactly level ``level`` (ValueError when u_min puts it out of reach);
+        a level below the preview level gives the preview level's action (its answer is the preview's)."""
         if not 0 <= level < len(self.levels):
             raise ValueError(f"level must be in [0, {len(self.levels)}), got {level}")
         if self.discrete:
             return np.int64(level)
+        level = max(level, self._floor)
         if level < self._first_level:
             raise ValueError(f"level {level} (u={self.levels[level]}) is below u_min={self.u_min}")
         if self.u_min >= 1.0:

@@ -161,14 +161,14 @@ class ThrottleVecEnv(VecEnv):
         if env.discrete:
             if a.size != n or a.dtype.kind not in "iu" or a.min() < 0 or a.max() >= len(self.levels):
                 raise ValueError(f"actions must be {n} integers in [0, {len(self.levels)}), got shape {a.shape}")
-            return a.reshape(n).astype(np.int64)
+            return np.maximum(a.reshape(n).astype(np.int64), env._floor)
         if a.shape not in ((n, 1), (n,)):
             raise ValueError(f"actions must have shape ({n}, 1), got {a.shape}")
         a = a.reshape(n).astype(np.float64)
         if not np.isfinite(a).all():
             raise ValueError(f"actions must be finite, got {a[~np.isfinite(a)][:3]} among them")
         u = env.u_min + (np.clip(a, -1.0, 1.0) + 1.0) * 0.5 * (1.0 - env.u_min)
-        return np.minimum(np.searchsorted(self._snap, u, side="left"), len(self.levels) - 1)
+        return np.maximum(np.minimum(np.searchsorted(self._snap, u, side="left"), len(self.levels) - 1), env._floor)
 
     def _rewards_of(self, info: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         if self._reward is not None:

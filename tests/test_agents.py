@@ -181,7 +181,8 @@ def _toy_table(checkpoint, split, levels, seed):
     """Synthetic responses: a sample of difficulty d is right at level j iff d < thresholds[j].
 
     Easy inputs (d < 0.5) are right at every level, so a good controller runs them cheaply; the
-    preview confidence falls with d and the first feature is d plus noise, so the input tells.
+    preview confidence falls with d and the first feature is d plus noise, so the input tells — and
+    tells more at a higher preview level (less noise in its confidence and features).
     """
     from tnn.table import ResponseTable, file_sha256
 
@@ -192,18 +193,22 @@ def _toy_table(checkpoint, split, levels, seed):
     correct = d[:, None] < thresholds[None, :]
     labels = rng.integers(0, 4, n)
     preds = np.where(correct, labels[:, None], (labels[:, None] + 1) % 4)
-    conf = np.clip(1.0 - 0.7 * d[:, None] + 0.02 * rng.standard_normal((n, lv)), 0.25, 1.0).astype(np.float32)
-    c0 = conf[:, 0]
-    features = np.stack([d + 0.02 * rng.standard_normal(n), rng.standard_normal(n), c0, c0 / 2, 1 - c0], 1)
+    noise = np.linspace(0.2, 0.01, lv)[None, :]
+    conf = np.clip(1.0 - 0.7 * d[:, None] + noise * rng.standard_normal((n, lv)), 0.25, 1.0).astype(np.float32)
+    blocks = []
+    for j in range(lv):
+        c = conf[:, j]
+        blocks.append(np.stack([d + noise[0, j] * rng.standard_normal(n), rng.standard_normal(n), c, c / 2, 1 - c], 1))
     return ResponseTable(
         labels=labels.astype(np.int64),
         levels=np.asarray(levels, np.float64),
         preds=preds.astype(np.int64),
         confidence=conf,
         correct=correct,
-        features=features.astype(np.float32),
+        features=np.concatenate(blocks, 1).astype(np.float32),
         pixels=np.zeros((n, 4), np.float32),
         meta={"checkpoint_sha256": file_sha256(checkpoint), "split": split, "dataset": "fashion_mnist"},
+        feature_offsets=np.arange(lv + 1) * 5,
     )
 
 
@@ -307,6 +312,63 @@ def test_cascade_tuned_on_val_is_sane(toy, statics):
     m = _evaluate(mid, toy)
     static_front = [s for s in statics if s["energy_mj"] <= m["energy_mj"]]
     assert m["accuracy"] > max(s["accuracy"] for s in static_front)  # beats static at equal cost on this table
+
+
+@pytest.mark.parametrize("preview_levels", [(0,), (3,), (0, 3, 6)])
+def test_cascade_fit_scores_what_the_env_then_charges(toy, preview_levels):
+    """The reward the cascade maximises on val is the mean linear reward the env gives it on val, at
+    whatever preview level it picked; offered several, it scores at least the best of each alone."""
+    import gymnasium
+
+    from agents.baselines import CascadePolicy, cost_fractions, eval_kwargs_for
+    from agents.evaluate import evaluate_policy, make_eval_env
+
+    env = gymnasium.make("tnn/Throttle-v0", **toy)
+    base = env.unwrapped
+    env.close()
+    lam = 0.3
+
+    def val_reward(policy):
+        kwargs = eval_kwargs_for(policy, {**toy, "split": "val"})
+        assert kwargs["preview_level"] == policy.preview_level
+        ev = make_eval_env("tnn/Throttle-v0", kwargs)
+        m = evaluate_policy(policy, ev)
+        ev.close()
+        return m["accuracy"] / 100 - lam * m["flops"] / base._full["flops"]
+
+    cascade = CascadePolicy.fit(base.table, lambda p: cost_fractions(base, p), lam, preview_levels=preview_levels)
+    assert cascade.preview_level in preview_levels and cascade.fallback > cascade.preview_level
+    conf = base.table.confidence[:, cascade.preview_level]
+    easy = conf >= cascade.tau
+    frac = cost_fractions(base, cascade.preview_level)
+    correct = np.where(easy, base.table.correct[:, cascade.preview_level], base.table.correct[:, cascade.fallback])
+    expected = correct.mean() - lam * np.where(easy, frac[cascade.preview_level], frac[cascade.fallback]).mean()
+    assert val_reward(cascade) == pytest.approx(expected, abs=1e-9)
+    if len(preview_levels) > 1:
+        alone = [
+            CascadePolicy.fit(base.table, lambda q: cost_fractions(base, q), lam, preview_levels=(p,))
+            for p in preview_levels
+        ]
+        assert val_reward(cascade) >= max(val_reward(c) for c in alone) - 1e-9
+        assert f"preview={cascade.preview_level}" in cascade.setting
+    other = gymnasium.make("tnn/Throttle-v0", **{**toy, "preview_level": (cascade.preview_level + 1) % 8})
+    other.reset(seed=0)
+    with pytest.raises(ValueError, match="tuned with its preview at level"):
+        cascade.predict(None, other)
+    other.close()
+
+
+def test_sweep_trains_features_controllers_per_preview_level(toy, tmp_path):
+    from agents.sweep import SweepConfig, _controller_runs
+
+    cfg = SweepConfig(env_kwargs=dict(toy), observations=("features", "none"), preview_levels=(0, 2))
+    runs = _controller_runs(cfg, tmp_path, 0.1)
+    assert [r.run_dir.name for r in runs] == ["ppo-lam0.1-features", "ppo-lam0.1-features-preview2", "ppo-lam0.1-none"]
+    assert [r.kwargs.get("preview_level") for r in runs] == [None, 2, None]
+    assert [r.label for r in runs] == ["features preview 0", "features preview 2", "none"]
+    at2 = SweepConfig(env_kwargs={**toy, "preview_level": 2}, preview_levels=(0, 2))
+    names = {r.run_dir.name: r.kwargs["preview_level"] for r in _controller_runs(at2, tmp_path, 0.1)}
+    assert names == {"ppo-lam0.1-preview0": 0, "ppo-lam0.1": 2}  # the env kwargs' own level keeps the plain name
 
 
 def test_bandit_follows_lambda(toy):
@@ -624,9 +686,10 @@ def test_pareto_cli_on_baselines(toy, tmp_path):
 
     out = tmp_path / "pareto"
     argv = ["pareto", "--out", str(out), "--env-kwargs", json.dumps(toy), "--lams", "0,0.3,3"]
-    assert main([*argv, "--methods", "static", "oracle", "cascade", "--no-progress"]) == 0
+    assert main([*argv, "--methods", "static", "oracle", "cascade", "--no-progress", "--preview-levels", "0,3"]) == 0
     points = read_pareto_csv(out / "pareto.csv")
     assert [p.method for p in points].count("static") == 8 and [p.method for p in points].count("cascade") == 3
+    assert all("preview=" in p.setting for p in points if p.method == "cascade")
     assert (out / "pareto.png").read_bytes()[:4] == b"\x89PNG"
     metrics = json.loads((out / "metrics.json").read_text())
     hv = metrics["hypervolume"]["energy_mj"]

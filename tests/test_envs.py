@@ -67,6 +67,7 @@ CONFIGS = [
     {"reward": "budget_conditioned", "load": "markov", "cost_metric": "latency"},
     {"reward": "conditioned", "sequential": True, "split": "test", "episode_length": 7},
     {"reward": "deadline", "u_min": 0.5, "cost_metric": "flops"},
+    {"preview_level": 3, "load": "markov"},
 ]
 
 
@@ -338,8 +339,45 @@ def test_sequential_covers_the_split_exactly_once(tiny):
         make(tiny, episode_length=None)
 
 
-def test_table_and_live_modes_give_the_same_rewards(tiny):
-    kw = {"reward": "paper", "load": "markov", "episode_length": 12}
+def test_preview_level_shows_that_level_and_charges_it(tiny):
+    """With preview_level p the features are level p's preview, levels above p cost theirs plus the
+    preview's, and a level at or below p answers with the preview at the preview's cost alone."""
+    from envs.throttle import squash_features
+
+    profile, p = tiny["profile"], 3
+    for env_id in IDS:
+        env = make(tiny, env_id, preview_level=p, u_min=0.125).unwrapped  # every u reachable
+        obs, _ = env.reset(seed=2)
+        expected = squash_features(env.table.preview_features(p), env.num_classes)
+        assert env.observation_space["features"].shape == (expected.shape[1],)
+        assert expected.shape[1] != make(tiny).unwrapped.observation_space["features"].shape[0]  # not level 0's
+        for level in range(8):
+            i = env.index
+            np.testing.assert_array_equal(obs["features"], expected[i])
+            if env.discrete:
+                action = env.action_for_level(level)
+            else:  # the action of level's u, below the preview's too
+                action = np.array([2 * (env.levels[level] - 0.125) / 0.875 - 1], np.float32)
+            obs, _, _, _, info = env.step(action)
+            ran = max(level, p)
+            assert (info["level"], info["u"]) == (ran, env.levels[ran])
+            assert info["pred"] == env.table.preds[i, ran] and info["correct"] == env.table.correct[i, ran]
+            charge = profile.cost(env.levels[ran], "energy") + (level > p) * profile.cost(env.levels[p], "energy")
+            assert info["energy_mj"] == pytest.approx(charge)
+    cont = make(tiny, preview_level=p).unwrapped
+    assert cont.u_min == cont.levels[p]  # the continuous action spans the preview level to u=1
+    np.testing.assert_array_equal(cont.action_for_level(0), cont.action_for_level(p))
+    with pytest.raises(ValueError, match=r"preview_level must be in \[0, 8\)"):
+        make(tiny, preview_level=8)
+    with pytest.raises(ValueError, match="level index"):
+        make(tiny, preview_level=0.5)
+    with pytest.raises(ValueError, match="needs observation='features'"):
+        make(tiny, preview_level=2, observation="none")
+
+
+@pytest.mark.parametrize("preview_level", [0, 4])
+def test_table_and_live_modes_give_the_same_rewards(tiny, preview_level):
+    kw = {"reward": "paper", "load": "markov", "episode_length": 12, "preview_level": preview_level}
     table, live = make(tiny, **kw), make(tiny, mode="live", **kw)
     assert live.unwrapped.table is None and table.unwrapped.table is not None
     rng = np.random.default_rng(0)
@@ -365,6 +403,8 @@ VEC_CONFIGS = [
     {"reward": "conditioned", "sequential": True, "episode_length": 5},
     {"reward": EpisodeBudget, "episode_length": 30},  # a user's object: the per-env loop fallback
     {"discrete": True, "reward": "deadline", "observation": "none"},
+    {"discrete": True, "preview_level": 2, "load": "markov"},
+    {"preview_level": 5, "episode_length": 11},
 ]
 
 

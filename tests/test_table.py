@@ -76,19 +76,26 @@ def test_build_table_contents(tiny):
             prob = torch.softmax(model(x, u), 1)
             assert np.array_equal(table.preds[:, j], prob.argmax(1).numpy())
             np.testing.assert_allclose(table.confidence[:, j], prob.max(1).values.numpy(), rtol=1e-5)
-    # preview = fc2's input at the lowest level (captured by the hook) + confidence, margin, entropy
-    width = model.fc1.out_counts[0]
-    assert table.features.shape == (n, width + 3) and table.features.dtype == np.float32
-    with torch.no_grad():
-        captured = []
-        h = model.fc2.register_forward_pre_hook(lambda _m, a: captured.append(a[0]))
-        model(x, model.levels[0])
-        h.remove()
-    np.testing.assert_allclose(table.features[:, :width], captured[0].numpy(), rtol=1e-5, atol=1e-6)
-    conf, margin, entropy = table.features[:, -3], table.features[:, -2], table.features[:, -1]
-    np.testing.assert_allclose(conf, table.confidence[:, 0], rtol=1e-6)
-    assert (margin >= 0).all() and (margin <= conf + 1e-6).all()
-    assert (entropy >= -1e-6).all() and (entropy <= math.log(10) + 1e-5).all()
+    # preview of every level = fc2's input there (captured by the hook) + confidence, margin, entropy
+    widths = model.fc1.out_counts
+    assert table.preview_levels == lv and table.features.dtype == np.float32
+    assert table.feature_offsets.tolist() == np.cumsum([0] + [w + 3 for w in widths]).tolist()
+    for j, u in enumerate(model.levels):
+        feats = table.preview_features(j)
+        assert feats.shape == (n, widths[j] + 3)
+        captured: list[torch.Tensor] = []
+        with torch.no_grad():
+            h = model.fc2.register_forward_pre_hook(lambda _m, a, out=captured: out.append(a[0]))
+            model(x, u)
+            h.remove()
+        np.testing.assert_allclose(feats[:, : widths[j]], captured[-1].numpy(), rtol=1e-5, atol=1e-6)
+        conf, margin, entropy = feats[:, -3], feats[:, -2], feats[:, -1]
+        np.testing.assert_allclose(conf, table.confidence[:, j], rtol=1e-6)
+        assert (margin >= 0).all() and (margin <= conf + 1e-6).all()
+        assert (entropy >= -1e-6).all() and (entropy <= math.log(10) + 1e-5).all()
+        np.testing.assert_allclose(preview(model, images, level=j), feats, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="level must be"):
+        table.preview_features(lv)
     assert table.pixels.shape == (n, 64) and table.pixels.min() >= 0 and table.pixels.max() <= 1
     pooled = torch.nn.functional.adaptive_avg_pool2d(x, 8).flatten(1).numpy()
     np.testing.assert_allclose(table.pixels, pooled, rtol=1e-6)
@@ -110,7 +117,7 @@ def test_save_load_round_trip_is_atomic(tiny, tmp_path):
     path = table.save(tmp_path / "t.npz")
     assert [p.name for p in tmp_path.iterdir()] == ["t.npz"]  # no temporary file left behind
     back = ResponseTable.load(path)
-    for name in ("labels", "levels", "preds", "confidence", "correct", "features", "pixels"):
+    for name in ("labels", "levels", "preds", "confidence", "correct", "features", "pixels", "feature_offsets"):
         assert np.array_equal(getattr(back, name), getattr(table, name)), name
         assert getattr(back, name).dtype == getattr(table, name).dtype
     assert back.meta["split"] == "test" and back.meta["version"] == TABLE_VERSION
@@ -135,7 +142,37 @@ def test_reader_refuses_newer_foreign_corrupt_and_missing(tiny, tmp_path):
         ResponseTable.load(corrupt)
     with pytest.raises(FileNotFoundError, match="tnn cache"):
         ResponseTable.load(tmp_path / "absent.npz")
+    no_offsets = tmp_path / "no_offsets.npz"
+    np.savez(no_offsets, **{k: v for k, v in arrays.items() if k != "feature_offsets"})
+    with pytest.raises(TableError, match="lacks feature_offsets"):
+        ResponseTable.load(no_offsets)
     assert issubclass(TableError, ValueError)
+
+
+def test_version_1_table_reads_with_the_lowest_preview_only(tiny, tmp_path):
+    """A v1 file (the lowest level's preview alone, no offsets) loads; another level's preview says to rebuild."""
+    table = build_table(tiny["model"], tiny["images"][:8], tiny["labels"][:8])
+    with np.load(table.save(tmp_path / "t.npz")) as z:
+        arrays = {k: z[k] for k in z.files if k != "feature_offsets"}
+    arrays["features"] = table.preview_features(0)
+    meta = {**json.loads(str(arrays["meta"])), "version": 1}
+    v1 = tmp_path / "v1.npz"
+    np.savez(v1, **{**arrays, "version": np.array(1), "meta": np.array(json.dumps(meta))})
+    back = ResponseTable.load(v1)
+    assert back.preview_levels == 1
+    np.testing.assert_array_equal(back.preview_features(0), table.preview_features(0))
+    with pytest.raises(TableError, match="rebuild it"):
+        back.preview_features(1)
+
+
+def test_table_refuses_offsets_that_do_not_split_the_features(tiny):
+    table = build_table(tiny["model"], tiny["images"][:8], tiny["labels"][:8])
+    names = ("labels", "levels", "preds", "confidence", "correct", "features", "pixels")
+    fields = {k: getattr(table, k) for k in names}
+    bad = table.feature_offsets.copy()
+    bad[-1] += 1
+    with pytest.raises(TableError, match="feature_offsets"):
+        ResponseTable(**fields, feature_offsets=bad)
 
 
 def test_cached_table_builds_once_and_is_keyed_by_checkpoint_and_split(tiny, tmp_path, monkeypatch):

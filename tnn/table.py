@@ -4,16 +4,22 @@ A controller trained by RL takes millions of steps; running the network at each 
 step cost milliseconds. The table stores, per sample × level, the prediction, the confidence
 (softmax max) and whether it is right, plus the *preview* the environment shows before a level is
 chosen (the network at its lowest level: the input of its last :class:`~tnn.layers.ThrottleLinear`,
-then softmax max, margin and entropy), so that a step becomes an array lookup.
+then softmax max, margin and entropy), so that a step becomes an array lookup. The preview is
+stored for *every* level, so an environment may preview at any level (``preview_level``).
 
 File format (``.npz``, ``TABLE_FORMAT`` version ``TABLE_VERSION``; a reader refuses newer versions)::
 
-    format, version          "tnn-response-table", 1
+    format, version          "tnn-response-table", 2
     labels     (N,)   int64      levels (L,) float64
     preds      (N, L) int64      confidence (N, L) float32      correct (N, L) bool
-    features   (N, F) float32    preview: pooled features at the lowest level, then confidence, margin, entropy
+    features   (N, F) float32    the preview of every level, level 0 first: its pooled features, then
+                                 confidence, margin, entropy
+    feature_offsets (L+1,) int64 level i's preview is features[:, feature_offsets[i]:feature_offsets[i+1]]
     pixels     (N, P) float32    the input average-pooled to 8×8 (clips: 4×8×8), values in [0, 1]
     meta       JSON string       checkpoint, checkpoint_sha256, dataset, split, arch, date, version, build_seconds
+
+Version 1 files (the preview at the lowest level only, no ``feature_offsets``) are still read;
+asking them for another level's preview is a TableError that says to rebuild.
 
 ``cached_table(checkpoint, split)`` builds a table once and reuses it from ``$TNN_CACHE`` (default
 ``~/.cache/tnn``), keyed by the checkpoint's sha256, the split and the format version.
@@ -55,11 +61,12 @@ __all__ = [
 ]
 
 TABLE_FORMAT = "tnn-response-table"
-TABLE_VERSION = 1
+TABLE_VERSION = 2
 PIXELS_SIZE = 8  # the `pixels` observation: the input average-pooled to 8×8 (clips also to 4 frames)
 PREVIEW_STATS = ("confidence", "margin", "entropy")  # appended to the pooled features, in this order
 
 _ARRAYS = ("labels", "levels", "preds", "confidence", "correct", "features", "pixels")
+_OPTIONAL = ("feature_offsets",)  # absent from version 1 files
 
 
 class TableError(ValueError):
@@ -68,7 +75,11 @@ class TableError(ValueError):
 
 @dataclass
 class ResponseTable:
-    """Per sample × level responses of one model on one split, plus the preview features."""
+    """Per sample × level responses of one model on one split, plus the preview features.
+
+    ``features`` holds the preview of the levels ``feature_offsets`` delimits (all of them in tables
+    this version builds; None: ``features`` is the lowest level's preview alone).
+    """
 
     labels: np.ndarray
     levels: np.ndarray
@@ -78,6 +89,7 @@ class ResponseTable:
     features: np.ndarray
     pixels: np.ndarray
     meta: dict[str, Any] = field(default_factory=dict)
+    feature_offsets: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n, lv = len(self.labels), len(self.levels)
@@ -93,6 +105,38 @@ class ResponseTable:
             arr = getattr(self, name)
             if arr.ndim != 2 or len(arr) != n:
                 raise TableError(f"response table: {name} has shape {arr.shape}, expected ({n}, ·)")
+        if self.feature_offsets is None:
+            self.feature_offsets = np.array([0, self.features.shape[1]], np.int64)
+        off = np.asarray(self.feature_offsets, np.int64)
+        if (
+            off.ndim != 1
+            or not 2 <= len(off) <= lv + 1
+            or off[0] != 0
+            or off[-1] != self.features.shape[1]
+            or (np.diff(off) <= 0).any()
+        ):
+            raise TableError(
+                f"response table: feature_offsets {off.tolist()} do not split {self.features.shape[1]} feature "
+                f"columns into at most {lv} increasing level blocks"
+            )
+        self.feature_offsets = off
+
+    @property
+    def preview_levels(self) -> int:
+        """How many levels (from the lowest) have their preview stored."""
+        return len(self.feature_offsets) - 1
+
+    def preview_features(self, level: int = 0) -> np.ndarray:
+        """(N, F_level) preview of ``level``: pooled features there, then confidence, margin, entropy."""
+        if not 0 <= level < self.num_levels:
+            raise ValueError(f"level must be in [0, {self.num_levels}), got {level}")
+        if level >= self.preview_levels:
+            raise TableError(
+                f"this response table (format v{self.meta.get('version', '?')}) stores the preview of level 0 "
+                f"only, not of level {level}; rebuild it with this tnn (`tnn cache CHECKPOINT`)"
+            )
+        lo, hi = self.feature_offsets[level], self.feature_offsets[level + 1]
+        return self.features[:, lo:hi]
 
     @property
     def num_samples(self) -> int:
@@ -109,7 +153,7 @@ class ResponseTable:
     def save(self, path: str | os.PathLike) -> Path:
         """Write the table atomically (np.savez into a temporary file, then rename)."""
         meta = dict(self.meta, format=TABLE_FORMAT, version=TABLE_VERSION)
-        arrays = {name: getattr(self, name) for name in _ARRAYS}
+        arrays = {name: getattr(self, name) for name in (*_ARRAYS, *_OPTIONAL)}
 
         def write(fh: Any) -> None:
             header = {"format": np.array(TABLE_FORMAT), "version": np.array(TABLE_VERSION)}
@@ -145,7 +189,11 @@ class ResponseTable:
             meta = json.loads(str(data["meta"]))
         except json.JSONDecodeError as err:
             raise TableError(f"{path}: unreadable metadata ({err}); rebuild it with tnn cache") from None
-        return cls(**{name: data[name] for name in _ARRAYS}, meta=meta)
+        optional = {name: data[name] for name in _OPTIONAL if name in data}
+        if version >= 2 and "feature_offsets" not in optional:
+            raise TableError(f"{path}: response table v{version} lacks feature_offsets; rebuild it with tnn cache")
+        meta.setdefault("version", version)
+        return cls(**{name: data[name] for name in _ARRAYS}, meta=meta, **optional)
 
 
 def _last_linear(model: torch.nn.Module) -> ThrottleLinear:
@@ -169,22 +217,34 @@ def _as_float(images: np.ndarray | torch.Tensor) -> torch.Tensor:
     return x.float() / 255 if x.dtype == torch.uint8 else x.float()
 
 
+def _respond_and_preview(
+    model: torch.nn.Module, x: torch.Tensor, u: float
+) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+    """Predictions, confidences and preview features of ``x`` at ``u``, from one forward call."""
+    captured: list[torch.Tensor] = []
+    hook = _last_linear(model).register_forward_pre_hook(lambda _m, args: captured.append(args[0].detach()))
+    try:
+        logits = model(x, u)
+    finally:
+        hook.remove()
+    pred, conf, margin, entropy = _stats(logits)
+    pooled = captured[-1].flatten(1).float()
+    feats = torch.cat([pooled, conf[:, None], margin[:, None], entropy[:, None]], dim=1)
+    return pred, conf, feats.numpy().astype(np.float32)
+
+
 @torch.inference_mode()
-def preview(model: torch.nn.Module, images: np.ndarray | torch.Tensor) -> np.ndarray:
-    """The preview features of a batch: the model at its lowest level, as the environment shows them.
+def preview(model: torch.nn.Module, images: np.ndarray | torch.Tensor, level: int = 0) -> np.ndarray:
+    """The preview features of a batch: the model at level ``level`` (default its lowest), as the
+    environment shows them.
 
     Pooled features (the input of the last ThrottleLinear, captured by a forward pre-hook, so any
     model family works) followed by softmax max, margin and entropy; float32 (N, F).
     """
-    captured: list[torch.Tensor] = []
-    hook = _last_linear(model).register_forward_pre_hook(lambda _m, args: captured.append(args[0].detach()))
-    try:
-        logits = model(_as_float(images), model.levels[0])
-    finally:
-        hook.remove()
-    _, conf, margin, entropy = _stats(logits)
-    pooled = captured[-1].flatten(1).float()
-    return torch.cat([pooled, conf[:, None], margin[:, None], entropy[:, None]], dim=1).numpy().astype(np.float32)
+    levels = tuple(model.levels)
+    if not 0 <= level < len(levels):
+        raise ValueError(f"preview level must be in [0, {len(levels)}), got {level}")
+    return _respond_and_preview(model, _as_float(images), levels[level])[2]
 
 
 @torch.inference_mode()
@@ -229,14 +289,20 @@ def build_table(
     n = len(labels)
     preds = np.empty((n, len(levels)), np.int64)
     confidence = np.empty((n, len(levels)), np.float32)
-    features, pixels = [], []
-    for lo in range(0, n, batch_size):
-        batch = images[lo : lo + batch_size]
-        x = _as_float(batch)
-        features.append(preview(model, x))
-        pixels.append(pixels_of(x))
-        for j, u in enumerate(levels):
-            preds[lo : lo + len(batch), j], confidence[lo : lo + len(batch), j] = respond(model, x, u)
+    features: list[list[np.ndarray]] = [[] for _ in levels]
+    pixels = []
+    with torch.inference_mode():
+        for lo in range(0, n, batch_size):
+            batch = images[lo : lo + batch_size]
+            x = _as_float(batch)
+            pixels.append(pixels_of(x))
+            for j, u in enumerate(levels):
+                pred, conf, feats = _respond_and_preview(model, x, u)
+                preds[lo : lo + len(batch), j] = pred.numpy()
+                confidence[lo : lo + len(batch), j] = conf.numpy()
+                features[j].append(feats)
+    per_level = [np.concatenate(f) for f in features]
+    offsets = np.cumsum([0] + [f.shape[1] for f in per_level]).astype(np.int64)
     labels = np.asarray(labels, np.int64)
     info = {
         "arch": getattr(model, "arch", type(model).__name__),
@@ -253,9 +319,10 @@ def build_table(
         preds=preds,
         confidence=confidence,
         correct=preds == labels[:, None],
-        features=np.concatenate(features),
+        features=np.concatenate(per_level, axis=1),
         pixels=np.concatenate(pixels),
         meta=info,
+        feature_offsets=offsets,
     )
 
 
