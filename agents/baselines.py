@@ -161,11 +161,11 @@ class CascadePolicy:
         """τ, fallback level and preview level maximising the mean trade-off reward on ``table`` (the
         val split). ``fractions``: the cost fractions of the levels (preview level 0), or a callable
         ``preview_level -> fractions`` (e.g. ``lambda p: cost_fractions(env, p)``) to try ``preview_levels``."""
+        if not callable(fractions) and tuple(preview_levels) != (0,):
+            raise ValueError("preview levels other than 0 need fractions as a callable preview_level -> fractions")
         best = (-np.inf, np.inf, len(table.levels) - 1, 0)
         for p in preview_levels:
             frac = np.asarray(fractions(p) if callable(fractions) else fractions, np.float64)
-            if not callable(fractions) and p != 0:
-                raise ValueError("several preview levels need fractions as a callable preview_level -> fractions")
             conf = np.asarray(table.confidence)[:, p]
             rewards = tradeoff_rewards(answered_correct(table.correct, p), frac, lam)
             taus = np.unique(np.quantile(conf, np.linspace(0.0, 1.0, 41)))
