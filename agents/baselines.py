@@ -159,8 +159,9 @@ class CascadePolicy:
         preview_levels: tuple[int, ...] = (0,),
     ) -> CascadePolicy:
         """τ, fallback level and preview level maximising the mean trade-off reward on ``table`` (the
-        val split). ``fractions``: the cost fractions of the levels (preview level 0), or a callable
-        ``preview_level -> fractions`` (e.g. ``lambda p: cost_fractions(env, p)``) to try ``preview_levels``."""
+        val split). ``fractions``: a callable ``preview_level -> fractions`` (e.g. ``lambda p:
+        cost_fractions(env, p)``), or for ``preview_levels=(0,)`` the array of level-0 charges,
+        ``cost_fractions(env, 0)`` — not an env's own charges at another preview level."""
         if not callable(fractions) and tuple(preview_levels) != (0,):
             raise ValueError("preview levels other than 0 need fractions as a callable preview_level -> fractions")
         best = (-np.inf, np.inf, len(table.levels) - 1, 0)

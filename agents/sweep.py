@@ -70,6 +70,13 @@ class SweepConfig:
     progress: bool = True
     title: str = ""
 
+    def __post_init__(self) -> None:
+        levels = list(self.preview_levels)
+        if any(isinstance(p, bool) or not isinstance(p, int) or p < 0 for p in levels) or len(set(levels)) != len(
+            levels
+        ):
+            raise ValueError(f"preview_levels must be distinct level indices (ints >= 0), got {self.preview_levels!r}")
+
 
 class _Run(NamedTuple):
     """One candidate controller of a λ: its label (observation and/or env, when the sweep has several),
@@ -164,6 +171,8 @@ def run_sweep(cfg: SweepConfig, out: str | Path, *, command: str = "") -> list[P
     t_start = time.perf_counter()
     env_kwargs, cost_source = _with_profile_file(cfg.env_id, cfg.env_kwargs, out)
     cfg = dataclasses.replace(cfg, env_kwargs=env_kwargs, title=f"{cfg.title}\ncosts: {cost_source}".strip())
+    table, val_env, levels = _val_setup(cfg.env_id, env_kwargs)
+    _check_preview_levels(cfg, val_env)
     if "controller" in cfg.methods:  # a mismatched or stale controller run fails now, not after the baselines
         _check_action_spaces(cfg)
         for lam in _controller_lams(cfg):
@@ -173,7 +182,6 @@ def run_sweep(cfg: SweepConfig, out: str | Path, *, command: str = "") -> list[P
     if command:
         atomic_write(out / "command.txt", lambda fh: fh.write((command + "\n").encode()))
     test_kwargs = {**env_kwargs, "split": "test"}
-    table, val_env, levels = _val_setup(cfg.env_id, env_kwargs)
     costs = cost_fractions(val_env)
     evaluations: list[dict[str, Any]] = []
     points: list[ParetoPoint] = []
@@ -229,7 +237,7 @@ def run_sweep(cfg: SweepConfig, out: str | Path, *, command: str = "") -> list[P
             pick.append(f"observation {' / '.join(cfg.observations)}")
         if len(env_ids) > 1:
             pick.append(f"env {' / '.join(map(_env_short, env_ids))}")
-        if len(_preview_levels(cfg)) > 1:
+        if len(_preview_levels(cfg)) > 1 and "features" in cfg.observations:
             pick.append(f"preview level {' / '.join(map(str, _preview_levels(cfg)))}")
         pick = f", the val-best of {' × '.join(pick)}" if pick else ""
         t = stage(f"{cfg.algo}: one controller per λ{pick}, {cfg.timesteps:,} steps each")
@@ -354,6 +362,18 @@ def _base_preview_level(cfg: SweepConfig) -> int:
     return int(cfg.env_kwargs.get("preview_level", 0))
 
 
+def _check_preview_levels(cfg: SweepConfig, val_env: Any) -> None:
+    """Refuse preview levels the model lacks, or that nothing previews at, before anything is written."""
+    n = len(val_env.levels)
+    bad = [p for p in _preview_levels(cfg) if p >= n]
+    if bad:
+        raise ValueError(f"preview levels {bad} out of range: the model has levels 0..{n - 1} ({val_env.levels})")
+    if cfg.preview_levels and val_env.observation != "features" and _preview_levels(cfg) != (0,):
+        raise ValueError(
+            f"--preview-levels needs the features observation; the env kwargs set observation={val_env.observation!r}"
+        )
+
+
 def _preview_levels(cfg: SweepConfig) -> tuple[int, ...]:
     """The preview levels the sweep tries: ``cfg.preview_levels``, else the env kwargs' own."""
     return tuple(cfg.preview_levels) or (_base_preview_level(cfg),)
@@ -417,7 +437,7 @@ def _controller_runs(cfg: SweepConfig, out: Path, lam: float | None) -> list[_Ru
         kwargs = _with_observation(cfg.env_kwargs, obs_name, multi)
         if obs_name == "features" and level != base_level:
             kwargs["preview_level"] = level
-        elif obs_name != "features":
+        elif obs_name != "features":  # no preview to place
             kwargs.pop("preview_level", None)
         if lam is None:
             stem = f"{cfg.algo}-conditioned"
@@ -449,8 +469,11 @@ def _train_candidates(cfg: SweepConfig, out: Path, lam: float | None) -> list[_R
 
 
 def _with_observation(env_kwargs: Mapping[str, Any], observation: str, multi: bool) -> dict[str, Any]:
-    """The env kwargs of one candidate controller (unchanged when the sweep has one observation)."""
-    return {**env_kwargs, "observation": observation} if multi else dict(env_kwargs)
+    """The env kwargs of one candidate controller: ``observation`` set (left out when it is the env
+    kwargs' own and the sweep has one observation, so such runs keep the kwargs they were trained with)."""
+    if multi or observation != env_kwargs.get("observation", "features"):
+        return {**env_kwargs, "observation": observation}
+    return dict(env_kwargs)
 
 
 def _pinned_kwargs(env_kwargs: Mapping[str, Any], reward: Any) -> dict[str, Any]:

@@ -371,6 +371,26 @@ def test_sweep_trains_features_controllers_per_preview_level(toy, tmp_path):
     assert names == {"ppo-lam0.1-preview0": 0, "ppo-lam0.1": 2}  # the env kwargs' own level keeps the plain name
 
 
+def test_sweep_refuses_bad_preview_levels_before_writing(toy, tmp_path):
+    from agents.sweep import SweepConfig, run_sweep
+
+    with pytest.raises(ValueError, match="distinct level indices"):
+        SweepConfig(preview_levels=(0, 0))
+    cfg = SweepConfig(env_kwargs=dict(toy), methods=("static", "cascade"), preview_levels=(0, 9), progress=False)
+    with pytest.raises(ValueError, match=r"preview levels \[9\] out of range"):
+        run_sweep(cfg, tmp_path / "bad")
+    assert not (tmp_path / "bad" / "config.yml").exists()
+
+
+def test_single_observation_sweep_trains_on_that_observation(toy, tmp_path):
+    from agents.sweep import SweepConfig, _controller_runs
+
+    (blind,) = _controller_runs(SweepConfig(env_kwargs=dict(toy), observations=("none",)), tmp_path, 0.1)
+    assert blind.kwargs["observation"] == "none" and blind.run_dir.name == "ppo-lam0.1"
+    (seeing,) = _controller_runs(SweepConfig(env_kwargs=dict(toy)), tmp_path, 0.1)
+    assert "observation" not in seeing.kwargs  # the env's default, as earlier runs were trained
+
+
 def test_bandit_follows_lambda(toy):
     import gymnasium
 

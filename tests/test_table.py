@@ -161,7 +161,7 @@ def test_version_1_table_reads_with_the_lowest_preview_only(tiny, tmp_path):
     back = ResponseTable.load(v1)
     assert back.preview_levels == 1
     np.testing.assert_array_equal(back.preview_features(0), table.preview_features(0))
-    with pytest.raises(TableError, match="rebuild it"):
+    with pytest.raises(TableError, match=r"levels 0\.\.0 only, not of level 1; rebuild it"):
         back.preview_features(1)
 
 
@@ -198,6 +198,16 @@ def test_cached_table_builds_once_and_is_keyed_by_checkpoint_and_split(tiny, tmp
         cached_table(tiny["ckpt"], "dev", cache_dir=cache)
     monkeypatch.setenv("TNN_CACHE", str(tmp_path / "env-cache"))
     assert table_path(tiny["ckpt"], "val").parent == tmp_path / "env-cache"
+    # a file holding only the lowest level's preview (as format v1 did) is rebuilt, not returned
+    partial = ResponseTable(
+        **{k: getattr(t1, k) for k in ("labels", "levels", "preds", "confidence", "correct", "pixels")},
+        features=t1.preview_features(0),
+        meta=t1.meta,
+    )
+    partial.save(tmp_path / "partial.npz")
+    again = cached_table(tiny["ckpt"], "val", data_root=tiny["data"], out=tmp_path / "partial.npz")
+    assert again.preview_levels == again.num_levels == 8
+    assert ResponseTable.load(tmp_path / "partial.npz").preview_levels == 8
 
 
 def test_cli_cache(tiny, tmp_path, capsys):

@@ -132,8 +132,9 @@ class ResponseTable:
             raise ValueError(f"level must be in [0, {self.num_levels}), got {level}")
         if level >= self.preview_levels:
             raise TableError(
-                f"this response table (format v{self.meta.get('version', '?')}) stores the preview of level 0 "
-                f"only, not of level {level}; rebuild it with this tnn (`tnn cache CHECKPOINT`)"
+                f"this response table (format v{self.meta.get('version', '?')}) stores the preview of levels "
+                f"0..{self.preview_levels - 1} only, not of level {level}; rebuild it with this tnn "
+                "(`tnn cache CHECKPOINT`)"
             )
         lo, hi = self.feature_offsets[level], self.feature_offsets[level + 1]
         return self.features[:, lo:hi]
@@ -372,7 +373,8 @@ def cached_table(
     if path.is_file():
         try:
             table = ResponseTable.load(path)
-            if table.meta.get("checkpoint_sha256") == sha and table.meta.get("split") == split:
+            complete = table.preview_levels == table.num_levels  # a v1 file lacks the deeper previews
+            if table.meta.get("checkpoint_sha256") == sha and table.meta.get("split") == split and complete:
                 return table
         except TableError:
             pass  # a stale or broken cache entry is rebuilt below
