@@ -145,6 +145,7 @@ def _cmd_pareto(args: argparse.Namespace) -> int:
         observations=tuple(args.observations),
         controller_env_ids=tuple(args.controller_env_ids or ()),
         preview_levels=tuple(args.preview_levels or ()),
+        select_holdout=args.select_holdout,
         progress=not args.no_progress,
         title=args.title or "",
     )
@@ -233,6 +234,14 @@ def add_cli(sub: Any) -> None:
         help="levels (indices) the features preview may run at (default: the env's preview_level, 0): the "
         "features controllers are trained once per level and each λ keeps the val-best; the cascade tunes "
         "its preview level among them; a deeper preview costs more and tells more",
+    )
+    p.add_argument(
+        "--select-holdout",
+        type=float,
+        default=0.0,
+        metavar="FRACTION",
+        help="hold this fraction of val out of the controllers' training and choose between candidates on it "
+        "(e.g. 0.2; default 0: they learn on all of val and are chosen on it too)",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--title", default=None)

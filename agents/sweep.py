@@ -66,6 +66,9 @@ class SweepConfig:
     preview_levels: tuple[int, ...] = ()
     """levels the features preview may run at (default: ``env_kwargs``' ``preview_level``, else 0); the
     features controllers are trained once per level (val-best kept) and the cascade tunes it among them."""
+    select_holdout: float = 0.0
+    """fraction of val held out from the controllers' training, on which the candidates are chosen
+    (0: they learn on all of val and are chosen on it too)."""
     hyperparams: dict = field(default_factory=dict)
     progress: bool = True
     title: str = ""
@@ -76,6 +79,8 @@ class SweepConfig:
             levels
         ):
             raise ValueError(f"preview_levels must be distinct level indices (ints >= 0), got {self.preview_levels!r}")
+        if not 0.0 <= float(self.select_holdout) < 1.0:
+            raise ValueError(f"select_holdout must be a fraction in [0, 1), got {self.select_holdout!r}")
 
 
 class _Run(NamedTuple):
@@ -266,7 +271,8 @@ def run_sweep(cfg: SweepConfig, out: str | Path, *, command: str = "") -> list[P
                 chosen = _select(cfg, lam, candidates, selections, conditioned=True)
                 chosen_runs.append(chosen.run_dir)
                 chosen.item.setting = f"λ={lam:g}" + _setting_suffix(cfg, chosen)
-                run(chosen.item, {**chosen.kwargs, "split": "test"}, chosen.env_id)
+                test = {k: v for k, v in chosen.kwargs.items() if k != "subset"}  # all of test
+                run(chosen.item, {**test, "split": "test"}, chosen.env_id)
             timings[f"{cfg.algo}-budget"] = time.perf_counter() - t
 
     if "controller" in cfg.methods:
@@ -292,7 +298,7 @@ def run_sweep(cfg: SweepConfig, out: str | Path, *, command: str = "") -> list[P
     _log(f"[{total:6.1f}s] wrote {out / 'pareto.csv'}, {out / 'pareto.png'}, {out / 'metrics.json'}")
     table = markdown_table(points, hv["energy_mj"], gaps.get("energy_mj"))
     if selections:
-        table += "\n\n" + selection_table(selections)
+        table += "\n\n" + selection_table(selections, cfg.select_holdout)
     if chosen_runs:
         names = ", ".join(f"`{n}`" for n in dict.fromkeys(d.name for d in chosen_runs))
         table += (
@@ -455,6 +461,9 @@ def _controller_runs(cfg: SweepConfig, out: Path, lam: float | None) -> list[_Ru
         stem += f"-{obs_name}" if multi else ""
         stem += f"-preview{level}" if level != base_level else ""
         stem += f"-{_env_short(env_id).lower()}" if env_id != cfg.env_id else ""
+        if cfg.select_holdout:  # learns on the first part of val only: another run
+            kwargs["subset"] = [0.0, 1.0 - cfg.select_holdout]
+            stem += f"-fit{1.0 - cfg.select_holdout:g}"
         named = len(env_ids) > 1 or env_id != cfg.env_id
         shown = obs_name == "features" and len(previews) > 1
         label = " ".join([obs_name] * multi + [f"preview {level}"] * shown + [_env_short(env_id)] * named) or obs_name
@@ -489,7 +498,9 @@ def _val_score(cfg: SweepConfig, lam: float, policy: Any, kwargs: Mapping[str, A
     The score is accuracy − λ · (mean cost / u=1 cost), the linear reward averaged per input, with the
     cost metric the env charges; it decides between candidates without looking at the test split.
     """
-    val_kwargs = {**kwargs, "split": "val"}
+    val_kwargs = {**{k: v for k, v in kwargs.items() if k != "subset"}, "split": "val"}
+    if cfg.select_holdout:  # the part of val the controllers never learnt on
+        val_kwargs["subset"] = [1.0 - cfg.select_holdout, 1.0]
     env = make_eval_env(env_id, val_kwargs, copies=EVAL_COPIES if hasattr(policy, "predict_batch") else 1)
     base = (env[0] if isinstance(env, list) else env).unwrapped
     metric, full = base.cost_metric, base._full[base.cost_metric]
@@ -533,10 +544,13 @@ def _select(
     return candidates[best]
 
 
-def selection_table(selections: Sequence[Mapping[str, Any]]) -> str:
-    """Which observation each controller point uses, chosen on val: a markdown table."""
+def selection_table(selections: Sequence[Mapping[str, Any]], holdout: float = 0.0) -> str:
+    """Which candidate each controller point uses, chosen on val: a markdown table."""
+    where = (
+        f"on the last {holdout:.0%} of the val split (held out from their training)" if holdout else "on the val split"
+    )
     lines = [
-        "Controller candidate (observation, and env where several) chosen per λ on the val split "
+        f"Controller candidate (observation, and env where several) chosen per λ {where} "
         "(score = accuracy − λ · cost / u=1 cost):",
         "",
         "| method | λ | candidate | val accuracy (%) | val cost (× u=1) | val score | chosen |",

@@ -193,6 +193,8 @@ class ThrottleEnv(gym.Env):
       and FLOPs per level), else :class:`tnn.profile.ProfileError`.
     - ``split``: "val" (default, for training) or "test" (for evaluation).
     - ``sequential``: walk the split in order, each sample once per pass (evaluation).
+    - ``subset``: ``(lo, hi)``, fractions of the split: only its samples ``[lo·N, hi·N)`` are used
+      (e.g. controllers learn on ``(0, 0.8)`` of val and are chosen on ``(0.8, 1)``).
     - ``episode_length``: steps per episode (64; None with sequential: the whole split).
     - ``observation``: "features" (default), "pixels" or "none".
     - ``preview_level``: the level (index, default 0: the lowest) the features preview runs at; a
@@ -232,6 +234,7 @@ class ThrottleEnv(gym.Env):
         discrete: bool = False,
         render_mode: str | None = None,
         preview_level: int = 0,
+        subset: tuple[float, float] | None = None,
     ) -> None:
         from tnn import data
         from tnn.checkpoint import load_checkpoint
@@ -248,6 +251,13 @@ class ThrottleEnv(gym.Env):
             raise ValueError("episode_length=None (the whole split) needs sequential=True")
         if episode_length is not None and (not isinstance(episode_length, int) or episode_length < 1):
             raise ValueError(f"episode_length must be a positive integer, got {episode_length!r}")
+        if subset is not None:
+            try:
+                lo, hi = (float(v) for v in subset)
+            except (TypeError, ValueError):
+                raise ValueError(f"subset must be (lo, hi) fractions of the split, got {subset!r}") from None
+            if not 0.0 <= lo < hi <= 1.0:
+                raise ValueError(f"subset must satisfy 0 <= lo < hi <= 1 (fractions of the split), got {subset!r}")
         if render_mode is not None:
             raise ValueError(f"render_mode {render_mode!r} is not supported (none)")
         self.render_mode = None
@@ -296,6 +306,8 @@ class ThrottleEnv(gym.Env):
             from tnn.table import cached_table
 
             self.table = cached_table(self.checkpoint, split, data_root=data_root, cache_dir=cache_dir)
+            if subset is not None:
+                self.table = self.table.take(self._subset_rows(self.table.num_samples, subset))
             if tuple(self.table.levels.tolist()) != self.levels:
                 raise ValueError(
                     f"table levels {self.table.levels.tolist()} differ from the model's {list(self.levels)}"
@@ -307,6 +319,9 @@ class ThrottleEnv(gym.Env):
         else:
             self.table = None
             self.images, self.labels = data.load(dataset, split, root=data_root)
+            if subset is not None:
+                rows = self._subset_rows(len(self.labels), subset)
+                self.images, self.labels = self.images[rows], self.labels[rows]
         self.num_samples = len(self.labels)
         if episode_length is None:
             episode_length = self.num_samples
@@ -348,6 +363,13 @@ class ThrottleEnv(gym.Env):
         self.index = -1
 
     # ------------------------------------------------------------------ construction helpers
+
+    @staticmethod
+    def _subset_rows(n: int, subset: tuple[float, float]) -> np.ndarray:
+        lo, hi = (round(float(v) * n) for v in subset)
+        if hi <= lo:
+            raise ValueError(f"subset {tuple(subset)} of a split of {n} samples holds none")
+        return np.arange(lo, hi)
 
     def _resolve_profile(self, profile: Any, default_checkpoint: bool) -> tuple[Any, str]:
         """The cost profile and where it comes from; a profile measured for another model is a ProfileError."""

@@ -391,6 +391,43 @@ def test_single_observation_sweep_trains_on_that_observation(toy, tmp_path):
     assert "observation" not in seeing.kwargs  # the env's default, as earlier runs were trained
 
 
+def test_holdout_selection_trains_on_one_part_of_val_and_chooses_on_the_rest(toy, tmp_path, monkeypatch):
+    import agents.sweep as sweep
+    from agents.sweep import SweepConfig, _controller_runs, _val_score
+
+    with pytest.raises(ValueError, match="select_holdout"):
+        SweepConfig(select_holdout=1.0)
+    cfg = SweepConfig(env_kwargs=dict(toy), observations=("features", "none"), select_holdout=0.25)
+    runs = _controller_runs(cfg, tmp_path, 0.1)
+    assert [r.run_dir.name for r in runs] == ["ppo-lam0.1-features-fit0.75", "ppo-lam0.1-none-fit0.75"]
+    assert all(r.kwargs["subset"] == [0.0, 0.75] and r.item.env_kwargs["subset"] == [0.0, 0.75] for r in runs)
+    seen = []
+
+    def capture(env_id, kwargs, copies=1):
+        seen.append(kwargs)
+        raise KeyboardInterrupt  # stop once the env kwargs are known
+
+    monkeypatch.setattr(sweep, "make_eval_env", capture)
+    with pytest.raises(KeyboardInterrupt):
+        _val_score(cfg, 0.1, None, runs[0].kwargs, "tnn/Throttle-v0")
+    assert seen[-1]["split"] == "val" and seen[-1]["subset"] == [0.75, 1.0]
+
+
+def test_training_on_a_subset_still_evaluates_on_all_of_test(toy, tmp_path):
+    import json
+
+    from tnn.cli import main
+
+    out = tmp_path / "run"
+    kwargs = {**toy, "subset": [0.0, 0.5]}
+    argv = ["train-controller", "--lam", "0.1", "--timesteps", "256", "--n-envs", "16", "--no-progress"]
+    argv += ["--hyperparams", '{"batch_size": 256}', "--env-kwargs", json.dumps(kwargs), "--out", str(out)]
+    assert main(argv) == 0
+    spec = json.loads((out / "eval_env.json").read_text())
+    assert "subset" not in spec["kwargs"] and spec["kwargs"]["split"] == "test"
+    assert json.loads((out / "metrics.json").read_text())["test"]["inputs"] == N_TOY
+
+
 def test_bandit_follows_lambda(toy):
     import gymnasium
 

@@ -375,6 +375,30 @@ def test_preview_level_shows_that_level_and_charges_it(tiny):
         make(tiny, preview_level=2, observation="none")
 
 
+def test_subset_uses_only_that_part_of_the_split(tiny):
+    whole = make(tiny, sequential=True, episode_length=None).unwrapped
+    n = whole.num_samples
+    part = make(tiny, subset=(0.5, 1.0), sequential=True, episode_length=None).unwrapped
+    rows = np.arange(round(0.5 * n), n)
+    assert part.num_samples == len(rows)
+    np.testing.assert_array_equal(part.labels, whole.labels[rows])
+    np.testing.assert_array_equal(part.table.correct, whole.table.correct[rows])
+    np.testing.assert_array_equal(part._features, whole._features[rows])
+    part.reset(seed=0)
+    labels = []
+    done = False
+    while not done:
+        _, _, term, trunc, info = part.step(part.action_for_level(7))
+        labels.append(info["label"])
+        done = term or trunc
+    assert labels == whole.labels[rows].tolist()  # a sequential pass covers the subset once, in order
+    live = make(tiny, subset=(0.5, 1.0), mode="live").unwrapped
+    np.testing.assert_array_equal(live.labels, part.labels)
+    for bad in [(0.5, 0.5), (-0.1, 0.5), (0.2, 1.5), "half", (0.1,)]:
+        with pytest.raises(ValueError, match="subset"):
+            make(tiny, subset=bad)
+
+
 @pytest.mark.parametrize("preview_level", [0, 4])
 def test_table_and_live_modes_give_the_same_rewards(tiny, preview_level):
     kw = {"reward": "paper", "load": "markov", "episode_length": 12, "preview_level": preview_level}
@@ -405,6 +429,7 @@ VEC_CONFIGS = [
     {"discrete": True, "reward": "deadline", "observation": "none"},
     {"discrete": True, "preview_level": 2, "load": "markov"},
     {"preview_level": 5, "episode_length": 11},
+    {"subset": (0.25, 0.75), "sequential": True, "episode_length": 4},
 ]
 
 

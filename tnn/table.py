@@ -147,6 +147,17 @@ class ResponseTable:
     def num_levels(self) -> int:
         return len(self.levels)
 
+    def take(self, rows: np.ndarray) -> ResponseTable:
+        """The table of the samples ``rows`` (indices into this table, in their order)."""
+        rows = np.asarray(rows, np.int64)
+        per_sample = ("labels", "preds", "confidence", "correct", "features", "pixels")
+        return ResponseTable(
+            **{name: getattr(self, name)[rows] for name in per_sample},
+            levels=self.levels,
+            meta={**self.meta, "rows_taken": len(rows)},
+            feature_offsets=self.feature_offsets,
+        )
+
     def accuracy(self) -> dict[float, float]:
         """Top-1 % per level, as the model card reports it."""
         return {float(u): 100.0 * float(c) for u, c in zip(self.levels, self.correct.mean(axis=0), strict=True)}
