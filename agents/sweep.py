@@ -445,6 +445,8 @@ def _controller_runs(cfg: SweepConfig, out: Path, lam: float | None) -> list[_Ru
             kwargs["preview_level"] = level
         elif obs_name != "features":  # no preview to place
             kwargs.pop("preview_level", None)
+        if cfg.select_holdout:  # learns on the first part of val only
+            kwargs["subset"] = [0.0, 1.0 - cfg.select_holdout]
         if lam is None:
             stem = f"{cfg.algo}-conditioned"
             tc = TrainConfig(
@@ -461,9 +463,7 @@ def _controller_runs(cfg: SweepConfig, out: Path, lam: float | None) -> list[_Ru
         stem += f"-{obs_name}" if multi else ""
         stem += f"-preview{level}" if level != base_level else ""
         stem += f"-{_env_short(env_id).lower()}" if env_id != cfg.env_id else ""
-        if cfg.select_holdout:  # learns on the first part of val only: another run
-            kwargs["subset"] = [0.0, 1.0 - cfg.select_holdout]
-            stem += f"-fit{1.0 - cfg.select_holdout:g}"
+        stem += f"-fit{1.0 - cfg.select_holdout:g}" if cfg.select_holdout else ""
         named = len(env_ids) > 1 or env_id != cfg.env_id
         shown = obs_name == "features" and len(previews) > 1
         label = " ".join([obs_name] * multi + [f"preview {level}"] * shown + [_env_short(env_id)] * named) or obs_name

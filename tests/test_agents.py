@@ -400,7 +400,9 @@ def test_holdout_selection_trains_on_one_part_of_val_and_chooses_on_the_rest(toy
     cfg = SweepConfig(env_kwargs=dict(toy), observations=("features", "none"), select_holdout=0.25)
     runs = _controller_runs(cfg, tmp_path, 0.1)
     assert [r.run_dir.name for r in runs] == ["ppo-lam0.1-features-fit0.75", "ppo-lam0.1-none-fit0.75"]
-    assert all(r.kwargs["subset"] == [0.0, 0.75] and r.item.env_kwargs["subset"] == [0.0, 0.75] for r in runs)
+    conditioned = _controller_runs(cfg, tmp_path, None)
+    for r in [*runs, *conditioned]:  # the budget-conditioned controllers too
+        assert r.kwargs["subset"] == [0.0, 0.75] and r.item.env_kwargs["subset"] == [0.0, 0.75], r.run_dir.name
     seen = []
 
     def capture(env_id, kwargs, copies=1):
