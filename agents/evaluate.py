@@ -29,6 +29,7 @@ __all__ = [
     "load_controller",
     "load_vecnormalize",
     "make_eval_env",
+    "on_split",
     "run_normalizes",
     "write_json",
 ]
@@ -53,6 +54,16 @@ def _jsonable(x: Any) -> Any:
     if isinstance(x, np.ndarray):
         return x.tolist()
     raise TypeError(f"not JSON serialisable: {type(x).__name__}")
+
+
+def on_split(env_kwargs: Mapping[str, Any], split: str, subset: Any = None) -> dict[str, Any]:
+    """``env_kwargs`` moved to ``split``: all of it, or the part ``subset`` names — never the part of
+    another split a controller was trained on."""
+    kwargs = {k: v for k, v in env_kwargs.items() if k != "subset"}
+    kwargs["split"] = split
+    if subset is not None:
+        kwargs["subset"] = subset
+    return kwargs
 
 
 def make_eval_env(env_id: str, env_kwargs: Mapping[str, Any], copies: int = 1) -> Any:

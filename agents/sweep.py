@@ -37,7 +37,15 @@ from agents.baselines import (
     eval_kwargs_for,
 )
 from agents.env_kwargs import check_env_kwargs
-from agents.evaluate import EVAL_COPIES, METRICS_VERSION, close_all, evaluate_policy, make_eval_env, write_json
+from agents.evaluate import (
+    EVAL_COPIES,
+    METRICS_VERSION,
+    close_all,
+    evaluate_policy,
+    make_eval_env,
+    on_split,
+    write_json,
+)
 from agents.pareto import ParetoPoint, hypervolumes, plot_pareto, static_gaps, write_pareto_csv
 from tnn.checkpoint import atomic_write
 
@@ -75,9 +83,8 @@ class SweepConfig:
 
     def __post_init__(self) -> None:
         levels = list(self.preview_levels)
-        if any(isinstance(p, bool) or not isinstance(p, int) or p < 0 for p in levels) or len(set(levels)) != len(
-            levels
-        ):
+        indices = all(isinstance(p, int) and not isinstance(p, bool) and p >= 0 for p in levels)
+        if not indices or len(set(levels)) != len(levels):
             raise ValueError(f"preview_levels must be distinct level indices (ints >= 0), got {self.preview_levels!r}")
         if not 0.0 <= float(self.select_holdout) < 1.0:
             raise ValueError(f"select_holdout must be a fraction in [0, 1), got {self.select_holdout!r}")
@@ -271,8 +278,7 @@ def run_sweep(cfg: SweepConfig, out: str | Path, *, command: str = "") -> list[P
                 chosen = _select(cfg, lam, candidates, selections, conditioned=True)
                 chosen_runs.append(chosen.run_dir)
                 chosen.item.setting = f"λ={lam:g}" + _setting_suffix(cfg, chosen)
-                test = {k: v for k, v in chosen.kwargs.items() if k != "subset"}  # all of test
-                run(chosen.item, {**test, "split": "test"}, chosen.env_id)
+                run(chosen.item, on_split(chosen.kwargs, "test"), chosen.env_id)
             timings[f"{cfg.algo}-budget"] = time.perf_counter() - t
 
     if "controller" in cfg.methods:
@@ -374,7 +380,7 @@ def _check_preview_levels(cfg: SweepConfig, val_env: Any) -> None:
     bad = [p for p in _preview_levels(cfg) if p >= n]
     if bad:
         raise ValueError(f"preview levels {bad} out of range: the model has levels 0..{n - 1} ({val_env.levels})")
-    if cfg.preview_levels and val_env.observation != "features" and _preview_levels(cfg) != (0,):
+    if val_env.observation != "features" and any(_preview_levels(cfg)):
         raise ValueError(
             f"--preview-levels needs the features observation; the env kwargs set observation={val_env.observation!r}"
         )
@@ -498,9 +504,8 @@ def _val_score(cfg: SweepConfig, lam: float, policy: Any, kwargs: Mapping[str, A
     The score is accuracy − λ · (mean cost / u=1 cost), the linear reward averaged per input, with the
     cost metric the env charges; it decides between candidates without looking at the test split.
     """
-    val_kwargs = {**{k: v for k, v in kwargs.items() if k != "subset"}, "split": "val"}
-    if cfg.select_holdout:  # the part of val the controllers never learnt on
-        val_kwargs["subset"] = [1.0 - cfg.select_holdout, 1.0]
+    holdout = [1.0 - cfg.select_holdout, 1.0] if cfg.select_holdout else None  # never learnt on
+    val_kwargs = on_split(kwargs, "val", holdout)
     env = make_eval_env(env_id, val_kwargs, copies=EVAL_COPIES if hasattr(policy, "predict_batch") else 1)
     base = (env[0] if isinstance(env, list) else env).unwrapped
     metric, full = base.cost_metric, base._full[base.cost_metric]

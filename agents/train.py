@@ -34,6 +34,7 @@ from agents.evaluate import (
     evaluate_policy,
     load_vecnormalize,
     make_eval_env,
+    on_split,
     write_json,
 )
 from tnn.checkpoint import atomic_write
@@ -315,12 +316,7 @@ def _train_controller(cfg: TrainConfig, out: str | Path, *, resume: bool, comman
         if not cfg.timesteps:  # no --timesteps: the run's own target, not the YAML default
             config["timesteps"] = int(saved.get("timesteps", config["timesteps"]))
     timesteps = config["timesteps"]
-    # the whole test split, whatever part of val the controller learnt on
-    eval_kwargs = {
-        **{k: v for k, v in env_kwargs.items() if k not in ("split", "subset")},
-        "split": "test",
-        "sequential": True,
-    }
+    eval_kwargs = {**on_split(env_kwargs, "test"), "sequential": True}
 
     # everything is built (and so checked) before the run directory is written
     set_random_seed(cfg.seed)
