@@ -36,6 +36,7 @@ __all__ = [
     "answered_correct",
     "cost_fractions",
     "eval_kwargs_for",
+    "table_reward",
     "tradeoff_rewards",
 ]
 
@@ -92,6 +93,27 @@ def answered_correct(correct: np.ndarray, preview_level: int) -> np.ndarray:
 def tradeoff_rewards(correct: np.ndarray, fractions: np.ndarray, lam: float) -> np.ndarray:
     """(N, L) linear trade-off reward: correct − λ · cost fraction (the env's ``linear`` reward)."""
     return correct.astype(np.float64) - lam * np.asarray(fractions, np.float64)[None, :]
+
+
+def table_reward(policy: Any, table: Any, fractions: np.ndarray | Any, lam: float) -> float:
+    """Mean linear trade-off reward (correct − λ · cost fraction) of ``policy`` over the rows of ``table``,
+    computed from the table alone (no env): what the env's ``linear`` reward averages to on that split.
+
+    ``policy`` answers ``levels_on(table)`` and has a ``preview_level``; ``fractions`` is a callable
+    ``preview_level -> fractions`` (e.g. ``lambda p: cost_fractions(env, p)``) or the array for the
+    policy's preview level.
+    """
+    p = int(policy.preview_level)
+    frac = np.asarray(fractions(p) if callable(fractions) else fractions, np.float64)
+    rewards = tradeoff_rewards(answered_correct(table.correct, p), frac, lam)
+    levels = np.asarray(policy.levels_on(table), np.int64)
+    return float(rewards[np.arange(len(levels)), levels].mean())
+
+
+def _val_best(candidates: list[Any], table: Any, fractions: Any, lam: float) -> Any:
+    """The candidate with the highest :func:`table_reward` on ``table`` (the first of equals)."""
+    scores = [table_reward(c, table, fractions, lam) for c in candidates]
+    return candidates[int(np.argmax(scores))]
 
 
 class StaticPolicy:
@@ -157,30 +179,52 @@ class CascadePolicy:
         setting: str = "",
         *,
         preview_levels: tuple[int, ...] = (0,),
+        select_on: Any = None,
     ) -> CascadePolicy:
         """τ, fallback level and preview level maximising the mean trade-off reward on ``table`` (the
         val split). ``fractions``: a callable ``preview_level -> fractions`` (e.g. ``lambda p:
         cost_fractions(env, p)``), or for ``preview_levels=(0,)`` the array of level-0 charges,
-        ``cost_fractions(env, 0)`` — not an env's own charges at another preview level."""
+        ``cost_fractions(env, 0)`` — not an env's own charges at another preview level.
+
+        ``select_on``: another table (held-out val rows). τ and the fallback are then tuned on
+        ``table`` for each preview level, and the preview level is chosen by the reward on
+        ``select_on`` — the way the sweep chooses among controllers with ``--select-holdout``.
+        """
         if not callable(fractions) and tuple(preview_levels) != (0,):
             raise ValueError("preview levels other than 0 need fractions as a callable preview_level -> fractions")
-        best = (-np.inf, np.inf, len(table.levels) - 1, 0)
+        frac_of = fractions if callable(fractions) else (lambda _p: fractions)
+        per_level = []
         for p in preview_levels:
-            frac = np.asarray(fractions(p) if callable(fractions) else fractions, np.float64)
+            frac = np.asarray(frac_of(p), np.float64)
             conf = np.asarray(table.confidence)[:, p]
             rewards = tradeoff_rewards(answered_correct(table.correct, p), frac, lam)
             taus = np.unique(np.quantile(conf, np.linspace(0.0, 1.0, 41)))
             taus = np.append(taus, np.inf)  # never trust the preview
+            best = (-np.inf, np.inf, len(frac) - 1)
             for tau in taus:
                 easy = conf >= tau
                 for fb in range(p + 1 if tau < np.inf else p, len(frac)):
                     value = np.where(easy, rewards[:, p], rewards[:, fb]).mean()
                     if value > best[0] + 1e-12:
-                        best = (value, float(tau), fb, p)
-        setting = setting or f"λ={lam:g}"
+                        best = (value, float(tau), fb)
+            per_level.append((best[0], cls(best[1], best[2], preview_level=p)))
+        if select_on is None:
+            chosen = per_level[0][1]
+            top = per_level[0][0]
+            for value, c in per_level[1:]:  # the first of equals
+                if value > top + 1e-12:
+                    top, chosen = value, c
+        else:
+            chosen = _val_best([c for _v, c in per_level], select_on, frac_of, lam)
+        chosen.setting = setting or f"λ={lam:g}"
         if len(preview_levels) > 1:
-            setting += f" preview={best[3]}"
-        return cls(best[1], best[2], setting, preview_level=best[3])
+            chosen.setting += f" preview={chosen.preview_level}"
+        return chosen
+
+    def levels_on(self, table: Any) -> np.ndarray:
+        """The level this cascade runs for each row of ``table``."""
+        conf = np.asarray(table.confidence)[:, self.preview_level]
+        return np.where(conf >= self.tau, self.preview_level, self.fallback)
 
     def predict(self, obs: Any, env: Any) -> Any:
         base = env.unwrapped
@@ -285,6 +329,30 @@ class BanditPolicy:
                 step += 1
         net.eval()
         return cls(net, mean, std, setting or f"λ={lam:g}", preview_level)
+
+    @classmethod
+    def fit_among(
+        cls,
+        table: Any,
+        fractions: Any,
+        lam: float,
+        *,
+        preview_levels: tuple[int, ...] = (0,),
+        select_on: Any = None,
+        **kwargs: Any,
+    ) -> BanditPolicy:
+        """One bandit per preview level (``fractions``: a callable ``preview_level -> fractions``), each
+        trained on ``table``; keeps the one with the highest greedy reward on ``select_on`` (held-out val
+        rows) or, without it, on ``table``. The setting names the preview level when there was a choice."""
+        candidates = [cls.fit(table, fractions(p), lam, preview_level=p, **kwargs) for p in preview_levels]
+        chosen = _val_best(candidates, table if select_on is None else select_on, fractions, lam)
+        if len(preview_levels) > 1:
+            chosen.setting += f" preview={chosen.preview_level}"
+        return chosen
+
+    def levels_on(self, table: Any) -> np.ndarray:
+        """The level this bandit runs for each row of ``table`` (greedy)."""
+        return self.levels_for(table.preview_features(self.preview_level))
 
     def levels_for(self, features: np.ndarray) -> np.ndarray:
         """Greedy level per row of raw preview features."""

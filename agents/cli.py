@@ -232,16 +232,16 @@ def add_cli(sub: Any) -> None:
         default=None,
         metavar="I[,I]",
         help="levels (indices) the features preview may run at (default: the env's preview_level, 0): the "
-        "features controllers are trained once per level and each λ keeps the val-best; the cascade tunes "
-        "its preview level among them; a deeper preview costs more and tells more",
+        "features controllers are trained once per level and each λ keeps the val-best; the cascade and the "
+        "bandit choose theirs among them; a deeper preview costs more and tells more",
     )
     p.add_argument(
         "--select-holdout",
         type=float,
         default=0.0,
         metavar="FRACTION",
-        help="hold this fraction of val out of the controllers' training and choose between candidates on it "
-        "(e.g. 0.2; default 0: they learn on all of val and are chosen on it too)",
+        help="hold this fraction of val out of the training of the controllers, cascade and bandit, and choose "
+        "between each one's candidates on it (e.g. 0.2; default 0: they learn on all of val and are chosen on it)",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--title", default=None)

@@ -5,9 +5,11 @@ For each trade-off λ it trains a controller (one policy per λ) and tunes the `
 ``oracle`` upper bound on ``test`` through the same loop, and optionally one budget-conditioned
 controller (λ drawn per episode and shown in the context) traced across the same λ values. With
 several ``observations`` (e.g. ``features`` and ``none``) each controller is trained once per
-observation and each λ keeps the one with the higher trade-off reward on the whole ``val`` split:
-the preview that ``features`` shows costs the lowest level's price on every input, and where that
-price outweighs what it tells, a controller without it does better. Results:
+observation and each λ keeps the one with the higher trade-off reward on ``val``: the preview that
+``features`` shows costs its level's price on every input, and where that price outweighs what it
+tells, a controller without it does better. The same holds for several ``preview_levels`` (the cascade
+and the bandit choose theirs too). With ``select_holdout`` every learnt method — controllers, cascade,
+bandit — learns on the first part of ``val`` and is chosen on the held-out rest. Results:
 ``pareto.csv``, ``pareto.png`` (accuracy against energy, latency and FLOPs), ``pareto.md`` (the table,
 with each point's gain over the static front at equal energy), ``metrics.json`` (every evaluation,
 the hypervolumes, those gains and timings), ``config.yml`` and ``command.txt``, and ``runs/`` with each
@@ -21,6 +23,7 @@ checkpoints): small enough to ship, and ``tnn evaluate-controller`` loads them a
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -73,10 +76,11 @@ class SweepConfig:
     val-best, as with ``observations``. The baselines always run on ``env_id``."""
     preview_levels: tuple[int, ...] = ()
     """levels the features preview may run at (default: ``env_kwargs``' ``preview_level``, else 0); the
-    features controllers are trained once per level (val-best kept) and the cascade tunes it among them."""
+    features controllers are trained once per level (val-best kept); the cascade and the bandit choose
+    theirs among them the same way."""
     select_holdout: float = 0.0
-    """fraction of val held out from the controllers' training, on which the candidates are chosen
-    (0: they learn on all of val and are chosen on it too)."""
+    """fraction of val held out from the controllers' and baselines' training, on which each method's
+    candidates are chosen (0: they learn on all of val and are chosen on it too)."""
     hyperparams: dict = field(default_factory=dict)
     progress: bool = True
     title: str = ""
@@ -194,7 +198,6 @@ def run_sweep(cfg: SweepConfig, out: str | Path, *, command: str = "") -> list[P
     if command:
         atomic_write(out / "command.txt", lambda fh: fh.write((command + "\n").encode()))
     test_kwargs = {**env_kwargs, "split": "test"}
-    costs = cost_fractions(val_env)
     evaluations: list[dict[str, Any]] = []
     points: list[ParetoPoint] = []
     timings: dict[str, float] = {}
@@ -228,17 +231,33 @@ def run_sweep(cfg: SweepConfig, out: str | Path, *, command: str = "") -> list[P
         t = stage("oracle (upper bound, reads the labels)")
         run(OraclePolicy())
         timings["oracle"] = time.perf_counter() - t
+    fit_table, select_table, tuned_on = table, None, "val"
+    if cfg.select_holdout and ("cascade" in cfg.methods or "bandit" in cfg.methods):
+        # the baselines learn and are chosen on the same parts of val as the controllers
+        cut = 1.0 - cfg.select_holdout
+        fit_table = _val_setup(cfg.env_id, {**env_kwargs, "subset": [0.0, cut]})[0]
+        select_table = _val_setup(cfg.env_id, {**env_kwargs, "subset": [cut, 1.0]})[0]
+        tuned_on = f"the first {cut:.0%} of val"
+    previews = _preview_levels(cfg)
+    among = ""
+    if len(previews) > 1:
+        among = f", preview level among {', '.join(map(str, previews))} chosen on "
+        among += "the held-out rest" if select_table is not None else "val"
+
+    fractions_at = functools.partial(cost_fractions, val_env)  # preview level -> each level's charge
+
     if "cascade" in cfg.methods:
-        previews = _preview_levels(cfg)
-        among = f", preview level among {', '.join(map(str, previews))}" if len(previews) > 1 else ""
-        t = stage(f"cascade: τ and fallback level{among} tuned on val per λ")
+        t = stage(f"cascade: τ and fallback level tuned on {tuned_on} per λ{among}")
         for lam in cfg.lams:
-            run(CascadePolicy.fit(table, lambda p: cost_fractions(val_env, p), lam, preview_levels=previews))
+            run(CascadePolicy.fit(fit_table, fractions_at, lam, preview_levels=previews, select_on=select_table))
         timings["cascade"] = time.perf_counter() - t
     if "bandit" in cfg.methods:
-        t = stage("bandit: neural ε-greedy contextual bandit trained on val per λ")
+        t = stage(f"bandit: neural ε-greedy contextual bandit trained on {tuned_on} per λ{among}")
         for lam in cfg.lams:
-            run(BanditPolicy.fit(table, costs, lam, seed=cfg.seed, preview_level=val_env.preview_level))
+            bandit = BanditPolicy.fit_among(
+                fit_table, fractions_at, lam, preview_levels=previews, select_on=select_table, seed=cfg.seed
+            )
+            run(bandit)
         timings["bandit"] = time.perf_counter() - t
     selections: list[dict[str, Any]] = []
     chosen_runs: list[Path] = []  # the run directories behind the controller points, in order

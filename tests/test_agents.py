@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -356,6 +357,94 @@ def test_cascade_fit_scores_what_the_env_then_charges(toy, preview_levels):
     with pytest.raises(ValueError, match="tuned with its preview at level"):
         cascade.predict(None, other)
     other.close()
+
+
+def _val_base(toy):
+    import gymnasium
+
+    env = gymnasium.make("tnn/Throttle-v0", **toy)
+    base = env.unwrapped
+    env.close()
+    return base
+
+
+def test_table_reward_is_what_the_env_pays(toy):
+    """table_reward, which chooses between baselines without an env, equals the env's mean linear reward."""
+    from agents.baselines import BanditPolicy, CascadePolicy, cost_fractions, eval_kwargs_for, table_reward
+    from agents.evaluate import evaluate_policy, make_eval_env
+
+    base, lam = _val_base(toy), 0.1
+    fractions = functools.partial(cost_fractions, base)
+    policies = [
+        CascadePolicy.fit(base.table, fractions, lam, preview_levels=(3,)),
+        BanditPolicy.fit(base.table, fractions(2), lam, preview_level=2, epochs=5),
+    ]
+    for policy in policies:
+        env = make_eval_env("tnn/Throttle-v0", eval_kwargs_for(policy, {**toy, "split": "val"}))
+        m = evaluate_policy(policy, env)
+        env.close()
+        paid = m["accuracy"] / 100 - lam * m["flops"] / base._full["flops"]
+        assert table_reward(policy, base.table, fractions, lam) == pytest.approx(paid, abs=1e-9), policy.name
+
+
+def test_baselines_choose_their_preview_level_on_held_out_rows(toy):
+    """With select_on, τ (or the bandit's net) is learnt on one table and the preview level is chosen
+    on the other: a held-out table on which only level 0 is ever right makes the cascade preview at 0,
+    where on the val table itself a deeper preview wins."""
+
+    from agents.baselines import BanditPolicy, CascadePolicy, cost_fractions, table_reward
+
+    base, lam = _val_base(toy), 0.1
+    fractions = functools.partial(cost_fractions, base)
+    table = base.table
+    only0 = np.zeros_like(table.correct)
+    only0[:, 0] = True
+    held_out = dataclasses.replace(table, correct=only0)
+    own = CascadePolicy.fit(table, fractions, lam, preview_levels=(0, 3, 6))
+    chosen = CascadePolicy.fit(table, fractions, lam, preview_levels=(0, 3, 6), select_on=held_out)
+    assert own.preview_level != 0 and chosen.preview_level == 0
+    alone = CascadePolicy.fit(table, fractions, lam, preview_levels=(0,))
+    assert (chosen.tau, chosen.fallback) == (alone.tau, alone.fallback)  # τ still tuned on the training table
+    assert chosen.setting == "λ=0.1 preview=0"
+
+    singles = {p: BanditPolicy.fit(table, fractions(p), lam, preview_level=p, epochs=5) for p in (0, 3, 6)}
+    for select_on in (None, held_out, dataclasses.replace(table, correct=np.ones_like(table.correct))):
+        scored = table if select_on is None else select_on
+        best = max(singles, key=lambda p: table_reward(singles[p], scored, fractions, lam))
+        bandit = BanditPolicy.fit_among(table, fractions, lam, preview_levels=(0, 3, 6), select_on=select_on, epochs=5)
+        assert bandit.preview_level == best and bandit.setting == f"λ=0.1 preview={best}"
+
+
+def test_holdout_sweep_fits_the_baselines_on_the_training_part_of_val(toy, tmp_path, monkeypatch):
+    import agents.sweep as sweep
+    from agents.baselines import BanditPolicy, CascadePolicy
+    from agents.sweep import SweepConfig, run_sweep
+
+    seen = {}
+    fit_cascade, fit_bandit = CascadePolicy.fit.__func__, BanditPolicy.fit_among.__func__
+
+    def cascade(cls, table, *args, select_on=None, **kw):
+        seen["cascade"] = (table.num_samples, select_on.num_samples, kw["preview_levels"])
+        return fit_cascade(cls, table, *args, select_on=select_on, **kw)
+
+    def bandit(cls, table, *args, select_on=None, **kw):
+        seen["bandit"] = (table.num_samples, select_on.num_samples, kw["preview_levels"])
+        return fit_bandit(cls, table, *args, select_on=select_on, **{**kw, "epochs": 2})
+
+    monkeypatch.setattr(sweep.CascadePolicy, "fit", classmethod(cascade))
+    monkeypatch.setattr(sweep.BanditPolicy, "fit_among", classmethod(bandit))
+    cfg = SweepConfig(
+        env_kwargs=dict(toy),
+        lams=(0.1,),
+        methods=("cascade", "bandit"),
+        preview_levels=(0, 3),
+        select_holdout=0.25,
+        progress=False,
+    )
+    points = run_sweep(cfg, tmp_path / "sweep")
+    assert seen == {"cascade": (450, 150, (0, 3)), "bandit": (450, 150, (0, 3))}
+    assert [p.method for p in points] == ["cascade", "bandit"]
+    assert all(" preview=" in p.setting for p in points)
 
 
 def test_sweep_trains_features_controllers_per_preview_level(toy, tmp_path):
