@@ -1015,6 +1015,22 @@ def test_pareto_cli_rejects_unknown_controller_env_id(toy, tmp_path, capsys):
     assert "env ids" in capsys.readouterr().err
 
 
+def test_cascade_bound_cli(toy, tmp_path, capsys):
+    import json
+
+    from tnn.cli import main
+
+    argv = ["cascade-bound", "--env-kwargs", json.dumps(toy), "--budgets", "0.3,0.6", "--drop", "0.5"]
+    assert main([*argv, "--out", str(tmp_path / "bound")]) == 0
+    saved = json.loads((tmp_path / "bound.json").read_text())
+    assert [r["budget"] for r in saved["rows"]] == [0.3, 0.6] and saved["command"].startswith("tnn cascade-bound")
+    test = _val_base({**toy, "split": "test"}).table  # the rows are measured on the test split
+    assert saved["rows"][0]["u1_accuracy"] == pytest.approx(100 * test.correct[:, -1].mean())
+    assert "| 0.6 |" in (tmp_path / "bound.md").read_text()
+    assert main([*argv[:3], "--budgets", "0,0.5"]) == 2
+    assert "--budgets are fractions" in capsys.readouterr().err
+
+
 def test_export_controllers_keeps_the_loadable_files_and_replaces_the_previous_export(tmp_path):
     from agents.sweep import CONTROLLER_FILES, export_controllers
 
