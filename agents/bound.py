@@ -1,17 +1,25 @@
-"""How far confidence cascades can take a network under an energy budget (``tnn cascade-bound``).
+"""What simple confidence policies reach on a network within an energy budget (``tnn cascade-bound``).
 
-A k-stage cascade runs the levels ``s_1 < … < s_k`` in turn and answers with the first whose top-1
-confidence reaches its threshold (the last stage always answers). Every stage it runs is paid in
-full: a width-sliced network reuses nothing between levels. The env runs two of these stages at most
-(the preview, then one level), so this is not a controller; it answers the question behind one. If
-no cascade of up to ``max_stages`` stages reaches a target accuracy within a budget — even with its
-thresholds chosen on the test split itself — then a controller that decides from the previews'
-confidence will not either, and what has to improve is the network.
+Two families, both deciding from nothing but the top-1 confidence of the levels they have run:
 
-For each budget (a fraction of the u=1 cost) the search tries every increasing stage sequence and
-a grid of thresholds (quantiles of each stage's confidence) and keeps the most accurate cascade
-whose mean cost stays within the budget: once with everything chosen on ``val`` (then measured
-on ``test``: an honest operating point) and once chosen on ``test`` (an optimistic ceiling).
+- a **cascade** runs the levels ``s_1 < … < s_k`` in turn and answers with the first whose confidence
+  reaches its threshold (the last stage always answers). Every stage it runs is paid in full: a
+  width-sliced network reuses nothing between levels. The env runs two stages at most (the
+  preview, then one level), so a longer cascade is not a controller the env can run; it is a
+  reference.
+- a **router** runs one preview level, cuts its confidence into bands (quantiles) and runs one level
+  per band (or keeps the preview's answer): exactly what a controller can do in the env with its
+  preview at that level. Given the bands, choosing a level per band within a budget is a
+  multiple-choice knapsack; it is solved greedily along each band's accuracy–cost hull, and the
+  same pass gives the knapsack's LP optimum — what a router that randomises one band between two
+  levels reaches, and an upper bound on every router with those bands.
+
+For each budget (a fraction of the u=1 cost) each family is chosen on ``val`` and measured on
+``test`` (honest operating points), and chosen on ``test`` itself — a ceiling for these families at
+the given threshold grid and number of bands. A controller sees more than the top-1 confidence (the
+preview's features, the resource context), so it can pass that ceiling; where the ceiling stays far
+below a target, a controller has to find what confidence does not tell, and the likelier fix is a
+better network. The oracle (cheapest level that is right) is the true upper bound.
 """
 
 from __future__ import annotations
@@ -23,7 +31,10 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Cascade", "best_cascade", "bounds_for_env", "cascade_bounds", "markdown"]
+__all__ = ["Cascade", "Router", "best_cascade", "best_router", "bounds_for_env", "cascade_bounds", "markdown"]
+
+MAX_CELLS = 200_000_000
+"""Largest inputs × threshold combinations one cascade search may hold at once (booleans: 200 MB)."""
 
 
 @dataclass(frozen=True)
@@ -93,6 +104,7 @@ def best_cascade(
         raise ValueError(f"max_stages must be >= 1, got {max_stages}")
     if grid < 2:
         raise ValueError(f"grid must be >= 2 (thresholds per stage), got {grid}")
+    check_search_size(table.num_samples, max_stages, grid)
     costs = np.asarray(costs, np.float64)
     best: tuple[float, float, Cascade] | None = None
     for k in range(1, max_stages + 1):
@@ -105,10 +117,131 @@ def best_cascade(
             key = np.where(ok, acc - 1e-9 * cost, -np.inf)  # most accurate, then cheapest
             idx = np.unravel_index(int(np.argmax(key)), key.shape) if key.ndim else ()
             value = (float(acc[idx]), -float(cost[idx]))
-            if best is None or value > best[:2]:
+            better = (
+                best is None or value[0] > best[0] + 1e-12 or (abs(value[0] - best[0]) <= 1e-12 and value[1] > best[1])
+            )
+            if better:
                 taus = tuple(float(g[i]) for g, i in zip(grids, idx, strict=True))
                 best = (*value, Cascade(tuple(stages), taus))
     return None if best is None else best[2]
+
+
+def check_search_size(n: int, max_stages: int, grid: int) -> None:
+    """Refuse a cascade search whose broadcast arrays (inputs × grid^(stages−1)) would not fit in memory."""
+    cells = n * grid ** max(max_stages - 1, 0)
+    if cells > MAX_CELLS:
+        raise ValueError(
+            f"--max-stages {max_stages} with --grid {grid} on {n} inputs means {cells:,} cells per array "
+            f"(limit {MAX_CELLS:,}); lower --grid or --max-stages"
+        )
+
+
+@dataclass(frozen=True)
+class Router:
+    """Preview at level ``preview``; its confidence's band (cut at ``edges``, increasing) picks the level
+    to run, ``levels[band]``; a level at or below the preview keeps the preview's answer."""
+
+    preview: int
+    edges: tuple[float, ...]
+    levels: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.levels) != len(self.edges) + 1:
+            raise ValueError(
+                f"{len(self.edges)} band edges make {len(self.edges) + 1} bands, got {len(self.levels)} levels"
+            )
+
+    def bands(self, table: Any) -> np.ndarray:
+        return np.searchsorted(np.asarray(self.edges), np.asarray(table.confidence)[:, self.preview], side="right")
+
+    def run(self, table: Any, costs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per input of ``table``: whether the answer is right, and its cost (fractions of u=1's)."""
+        level = np.asarray(self.levels)[self.bands(table)]
+        keep = level <= self.preview
+        answer = np.where(keep, self.preview, level)
+        correct = np.asarray(table.correct, dtype=bool)
+        right = correct[np.arange(len(answer)), answer]
+        cost = costs[self.preview] + np.where(keep, 0.0, costs[level])
+        return right, cost
+
+
+def _hull(cost: np.ndarray, acc: np.ndarray) -> list[int]:
+    """Indices of the upper concave hull of the options (cost, acc), from the cheapest (index 0, the
+    preview's own answer) upwards, each more accurate than the one before."""
+    order = sorted(range(len(cost)), key=lambda i: (cost[i], -acc[i]))
+    hull: list[int] = []
+    for i in order:
+        if hull and acc[i] <= acc[hull[-1]] + 1e-15:
+            continue  # no more accurate than a cheaper option
+        while len(hull) >= 2:
+            a, b = hull[-2], hull[-1]
+            # b lies on or under the segment a→i: drop it
+            if (acc[b] - acc[a]) * (cost[i] - cost[a]) <= (acc[i] - acc[a]) * (cost[b] - cost[a]):
+                hull.pop()
+            else:
+                break
+        hull.append(i)
+    return hull
+
+
+def _route(table: Any, costs: np.ndarray, preview: int, bands: int, budget: float) -> tuple[Router, float] | None:
+    """The greedy router at one preview level and its LP value (mean accuracy), or None if even keeping
+    every preview answer costs more than ``budget``."""
+    conf = np.asarray(table.confidence)[:, preview]
+    edges = tuple(float(e) for e in np.unique(np.quantile(conf, np.linspace(0.0, 1.0, bands + 1)[1:-1])))
+    band = np.searchsorted(np.asarray(edges), conf, side="right")
+    n, nb = len(conf), len(edges) + 1
+    options = list(range(preview, len(costs)))  # options[0]: keep the preview's answer
+    weight = np.bincount(band, minlength=nb) / n
+    correct = np.asarray(table.correct, dtype=np.float64)
+    acc = np.stack([np.bincount(band, weights=correct[:, lv], minlength=nb) / n for lv in options], 1)
+    extra = np.array([0.0] + [costs[lv] for lv in options[1:]])
+    cost = weight[:, None] * (costs[preview] + extra[None, :])
+    choice = np.zeros(nb, dtype=np.int64)
+    total_c, total_a = float(cost[:, 0].sum()), float(acc[:, 0].sum())
+    if total_c > budget + 1e-12:
+        return None
+    steps = []  # every band's upgrades along its hull, most accuracy per cost first
+    for b in range(nb):
+        h = _hull(cost[b], acc[b])
+        for i0, i1 in itertools.pairwise(h):
+            dc, da = cost[b, i1] - cost[b, i0], acc[b, i1] - acc[b, i0]
+            steps.append((da / dc if dc > 0 else np.inf, b, i0, i1, dc, da))
+    steps.sort(key=lambda t: (-t[0], t[1], t[2]))
+    lp = None
+    blocked: set[int] = set()
+    for _eff, b, i0, i1, dc, da in steps:
+        if b in blocked or choice[b] != i0:
+            continue
+        if total_c + dc <= budget + 1e-12:
+            choice[b], total_c, total_a = i1, total_c + dc, total_a + da
+        else:
+            if lp is None:  # the LP optimum: this upgrade in part, nothing after it
+                lp = total_a + da * (budget - total_c) / dc
+            blocked.add(b)  # a band's later upgrades need this one first
+    lp = total_a if lp is None else lp
+    return Router(preview, edges, tuple(options[c] for c in choice)), lp
+
+
+def best_router(table: Any, costs: np.ndarray, budget: float, *, bands: int = 20) -> tuple[Router | None, float]:
+    """The most accurate router (over every preview level but the top) within ``budget`` on ``table``,
+    chosen greedily per preview level, and the highest LP value (mean accuracy, a fraction) over
+    preview levels — what any router with these bands reaches at most on ``table``."""
+    if bands < 1:
+        raise ValueError(f"bands must be >= 1, got {bands}")
+    costs = np.asarray(costs, np.float64)
+    best: tuple[float, Router] | None = None
+    lp_best = -np.inf
+    for p in range(len(costs) - 1):
+        found = _route(table, costs, p, bands, budget)
+        if found is None:
+            continue
+        router, lp = found
+        value = float(router.run(table, costs)[0].mean())
+        if best is None or value > best[0] + 1e-12:
+            best = (value, router)
+        lp_best = max(lp_best, lp)
+    return (None if best is None else best[1]), float(lp_best)
 
 
 def cascade_bounds(
@@ -119,19 +252,43 @@ def cascade_bounds(
     *,
     max_stages: int = 3,
     grid: int = 21,
+    bands: int = 20,
+    ceiling_bands: int = 50,
 ) -> list[dict[str, Any]]:
-    """Per budget: the best static level, the val-chosen cascade measured on test, and the test-chosen
-    ceiling (accuracy in %, cost as a fraction of u=1's), beside u=1's test accuracy.
+    """Per budget, on test: the best static level, the cascade and the router chosen on val, and the
+    ceiling of both families chosen on test (accuracy in %, cost as a fraction of u=1's).
 
-    The ceiling is the best over the threshold grid of the test confidences (and the val choice, whose
-    thresholds may lie between its points): a finer ``grid`` can only raise it.
+    The ceiling is the larger of the test-chosen cascade (over the threshold grid of the test
+    confidences, or the val choice where that fits the budget on test and does better) and the LP
+    value of routers with ``ceiling_bands`` bands of the test confidences.
     """
     costs = np.asarray(costs, np.float64)
-    if not np.all(np.isfinite(costs)) or costs[-1] <= 0:
-        raise ValueError(f"level costs must be finite with a positive u=1 cost, got {costs.tolist()}")
+    if not np.all(np.isfinite(costs)) or np.any(costs < 0) or costs[-1] <= 0:
+        raise ValueError(f"level costs must be finite, >= 0, with a positive u=1 cost; got {costs.tolist()}")
+    if float(test.levels[-1]) != 1.0:
+        raise ValueError(f"the top level must be u=1 (budgets are fractions of its cost), got levels {test.levels}")
+    if any(not (np.isfinite(b) and b > 0) for b in budgets):
+        raise ValueError(f"budgets are fractions of the u=1 cost, finite and > 0; got {list(budgets)}")
     costs = costs / costs[-1]
     levels = [float(u) for u in test.levels]
     test_acc = 100.0 * np.asarray(test.correct, dtype=bool).mean(axis=0)
+
+    def measured(policy: Cascade | Router) -> dict[str, Any]:
+        right, cost = policy.run(test, costs)
+        vr, vc = policy.run(val, costs)
+        entry: dict[str, Any] = {"accuracy": 100.0 * float(right.mean()), "cost": float(cost.mean())}
+        entry |= {"val_accuracy": 100.0 * float(vr.mean()), "val_cost": float(vc.mean())}
+        if isinstance(policy, Cascade):
+            return entry | {"stages_u": [levels[i] for i in policy.stages], "taus": list(policy.taus)}
+        level = np.asarray(policy.levels)[policy.bands(test)]
+        share = {f"{levels[lv]:g}": float(np.mean(level == lv)) for lv in sorted(set(policy.levels))}
+        return entry | {
+            "preview_u": levels[policy.preview],
+            "edges": list(policy.edges),
+            "levels_u": [levels[i] for i in policy.levels],
+            "test_share": share,
+        }
+
     rows = []
     for budget in budgets:
         row: dict[str, Any] = {"budget": float(budget), "u1_accuracy": float(test_acc[-1])}
@@ -141,60 +298,68 @@ def cascade_bounds(
             if fits
             else None
         )
-        chosen = best_cascade(val, costs, budget, max_stages=max_stages, grid=grid)
-        ceiling = best_cascade(test, costs, budget, max_stages=max_stages, grid=grid)
-        if chosen is not None and ceiling is not None:  # the val choice's thresholds may lie off the test grid
-            right, cost = chosen.run(test, costs)
-            if cost.mean() <= budget + 1e-12 and right.mean() > ceiling.run(test, costs)[0].mean():
-                ceiling = chosen
-        for name, c in (("val_tuned", chosen), ("test_tuned", ceiling)):
-            if c is None:
-                row[name] = None
-                continue
-            right, cost = c.run(test, costs)
-            entry = {"stages_u": [levels[s] for s in c.stages], "taus": list(c.taus)}
-            entry |= {"accuracy": 100.0 * float(right.mean()), "cost": float(cost.mean())}
-            if name == "val_tuned":
-                vr, vc = c.run(val, costs)
-                entry |= {"val_accuracy": 100.0 * float(vr.mean()), "val_cost": float(vc.mean())}
-            row[name] = entry
+        cascade = best_cascade(val, costs, budget, max_stages=max_stages, grid=grid)
+        router = best_router(val, costs, budget, bands=bands)[0]
+        row["cascade"] = None if cascade is None else measured(cascade)
+        row["router"] = None if router is None else measured(router)
+        ceilings = []
+        on_test = best_cascade(test, costs, budget, max_stages=max_stages, grid=grid)
+        for c in (on_test, cascade):
+            if c is not None:
+                right, cost = c.run(test, costs)
+                if cost.mean() <= budget + 1e-12:
+                    ceilings.append((100.0 * float(right.mean()), "cascade"))
+        lp = best_router(test, costs, budget, bands=ceiling_bands)[1]
+        if np.isfinite(lp):
+            ceilings.append((100.0 * lp, "router"))
+        row["ceiling"] = None if not ceilings else dict(zip(("accuracy", "family"), max(ceilings), strict=True))
         rows.append(row)
     return rows
 
 
 def markdown(rows: Sequence[dict[str, Any]], drop: float | None = None) -> str:
-    """The bounds as a markdown table; with ``drop``, whether each reaches u=1's accuracy − drop."""
+    """The bounds as a markdown table; with ``drop``, whether the ceiling reaches u=1's accuracy − drop."""
 
-    def fmt(e: dict[str, Any] | None, key: str = "accuracy") -> str:
-        return "—" if e is None else f"{e[key]:.2f}"
+    def point(e: dict[str, Any] | None) -> str:
+        return "—" if e is None else f"{e['accuracy']:.2f} ({e['cost']:.3f}×)"
 
-    def stages(e: dict[str, Any] | None) -> str:
+    def cascade(e: dict[str, Any] | None) -> str:
         if e is None:
             return "—"
         steps = [f"u={u:g} if conf ≥ {t:.3f}" for u, t in zip(e["stages_u"], e["taus"], strict=False)]
         return " → ".join([*steps, f"u={e['stages_u'][-1]:g}"])
 
+    def router(e: dict[str, Any] | None) -> str:
+        if e is None:
+            return "—"
+        share = ", ".join(
+            f"{'keep' if float(u) <= e['preview_u'] else f'u={u}'} {100 * f:.0f} %" for u, f in e["test_share"].items()
+        )
+        return f"preview u={e['preview_u']:g}: {share}"
+
     lines = [
-        "| budget (× u=1 cost) | best static (%) | cascade chosen on val | its test accuracy (%) | its test cost "
-        "| ceiling: chosen on test (%) |",
-        "|---:|---:|---|---:|---:|---:|",
+        "| budget (× u=1 cost) | best static (%) | cascade chosen on val: test % (cost) | the cascade "
+        "| router chosen on val: test % (cost) | the router (share of test inputs) | ceiling, chosen on test (%) |",
+        "|---:|---:|---:|---|---:|---|---:|",
     ]
     for r in rows:
-        v, t = r["val_tuned"], r["test_tuned"]
         static = "—" if r["static"] is None else f"{r['static']['accuracy']:.2f} (u={r['static']['u']:g})"
-        cost = "—" if v is None else f"{v['cost']:.3f}"
-        lines.append(f"| {r['budget']:g} | {static} | {stages(v)} | {fmt(v)} | {cost} | {fmt(t)} |")
+        c = r["ceiling"]
+        ceiling = "—" if c is None else f"{c['accuracy']:.2f} ({c['family']})"
+        lines.append(
+            f"| {r['budget']:g} | {static} | {point(r['cascade'])} | {cascade(r['cascade'])} "
+            f"| {point(r['router'])} | {router(r['router'])} | {ceiling} |"
+        )
     if rows:
         u1 = rows[0]["u1_accuracy"]
-        lines.append("")
-        lines.append(f"u=1 test accuracy {u1:.2f} %.")
+        lines += ["", f"u=1 test accuracy {u1:.2f} %. Costs are means over the test inputs, as fractions of u=1's."]
         if drop is not None:
             target = u1 - drop
-            reach = [r["budget"] for r in rows if r["test_tuned"] and r["test_tuned"]["accuracy"] >= target]
+            reach = [r["budget"] for r in rows if r["ceiling"] and r["ceiling"]["accuracy"] >= target]
             verdict = (
                 f"the ceiling reaches it at budget{'s' if len(reach) > 1 else ''} {', '.join(f'{b:g}' for b in reach)}."
                 if reach
-                else "no cascade reaches it at any budget above, even with everything chosen on test."
+                else "neither family reaches it at any budget above, even chosen on test."
             )
             lines.append(f"Target {target:.2f} % (u=1 − {drop:g} pt): {verdict}")
     return "\n".join(lines)
@@ -207,14 +372,24 @@ def bounds_for_env(
     env_id: str = "tnn/Throttle-v0",
     max_stages: int = 3,
     grid: int = 21,
+    bands: int = 20,
+    ceiling_bands: int = 50,
 ) -> list[dict[str, Any]]:
-    """:func:`cascade_bounds` on the val and test tables and the level costs of the env that
+    """:func:`cascade_bounds` on the val and test response tables and the level costs of the env that
     ``env_kwargs`` builds (its checkpoint, profile and ``cost_metric``; default energy)."""
     import gymnasium
 
     import envs  # noqa: F401  (registers the ids)
     from agents.env_kwargs import check_env_kwargs
     from agents.evaluate import on_split
+
+    if env_kwargs.get("mode", "table") != "table":
+        raise ValueError('tnn cascade-bound reads response tables: leave out env kwarg mode (or set it to "table")')
+    if max_stages < 1 or grid < 2 or bands < 1 or ceiling_bands < 1:
+        raise ValueError(
+            f"need --max-stages >= 1, --grid >= 2, --bands >= 1 and --ceiling-bands >= 1; got {max_stages}, {grid}, "
+            f"{bands}, {ceiling_bands}"
+        )
 
     def table_of(split: str) -> Any:
         kwargs = on_split(env_kwargs, split, env_kwargs.get("subset") if split == "val" else None)
@@ -226,6 +401,10 @@ def bounds_for_env(
             env.close()
 
     val, base = table_of("val")
+    check_search_size(val.num_samples, max_stages, grid)
     test = table_of("test")[0]
+    check_search_size(test.num_samples, max_stages, grid)
     costs = np.array([float(base.profile.cost(u, base.cost_metric)) for u in base.levels])
-    return cascade_bounds(val, test, costs, budgets, max_stages=max_stages, grid=grid)
+    return cascade_bounds(
+        val, test, costs, budgets, max_stages=max_stages, grid=grid, bands=bands, ceiling_bands=ceiling_bands
+    )

@@ -154,13 +154,24 @@ def _cmd_pareto(args: argparse.Namespace) -> int:
 
 
 def _cmd_bound(args: argparse.Namespace) -> int:
+    import math
+
     from agents.bound import bounds_for_env, markdown
     from agents.evaluate import write_json
+    from tnn.checkpoint import atomic_write
 
-    if not args.budgets or min(args.budgets) <= 0.0:
-        raise ValueError(f"--budgets are fractions of the u=1 cost (> 0, e.g. 0.3,0.5), got {args.budgets}")
+    if not args.budgets or any(not (math.isfinite(b) and b > 0.0) for b in args.budgets):
+        raise ValueError(f"--budgets are fractions of the u=1 cost (finite, > 0; e.g. 0.3,0.5), got {args.budgets}")
+    if args.drop is not None and not (math.isfinite(args.drop) and args.drop >= 0.0):
+        raise ValueError(f"--drop is accuracy points below u=1 (>= 0, e.g. 0.5), got {args.drop}")
     rows = bounds_for_env(
-        args.env_kwargs or {}, args.budgets, env_id=args.env_id, max_stages=args.max_stages, grid=args.grid
+        args.env_kwargs or {},
+        args.budgets,
+        env_id=args.env_id,
+        max_stages=args.max_stages,
+        grid=args.grid,
+        bands=args.bands,
+        ceiling_bands=args.ceiling_bands,
     )
     text = markdown(rows, drop=args.drop)
     print(text)
@@ -168,8 +179,6 @@ def _cmd_bound(args: argparse.Namespace) -> int:
         out = Path(args.out)
         command = shlex.join(["tnn", *args.argv])
         write_json(out.with_suffix(".json"), {"command": command, "rows": rows})
-        from tnn.checkpoint import atomic_write
-
         atomic_write(out.with_suffix(".md"), lambda fh: fh.write(f"`{command}`\n\n{text}\n".encode()))
         print(f"wrote {out.with_suffix('.json')}, {out.with_suffix('.md')}")
     return 0
@@ -272,14 +281,16 @@ def add_cli(sub: Any) -> None:
 
     p = sub.add_parser(
         "cascade-bound",
-        help="how accurate any confidence cascade over the levels can be within energy budgets (is the model "
-        "or the controller the limit?)",
+        help="what confidence cascades and routers reach within energy budgets, chosen on val and on test "
+        "(is the network or the controller the limit?)",
     )
     p.add_argument("--env-kwargs", type=_json_arg, default=None, metavar="JSON", help="checkpoint, profile, ...")
     p.add_argument("--env-id", default="tnn/Throttle-v0")
     p.add_argument("--budgets", type=_lams, default=[0.3, 0.4, 0.5, 0.6, 0.7, 0.8], help="fractions of the u=1 cost")
     p.add_argument("--max-stages", type=int, default=3, help="levels a cascade may run in turn (default 3)")
     p.add_argument("--grid", type=int, default=21, help="confidence thresholds tried per stage (quantiles)")
+    p.add_argument("--bands", type=int, default=20, help="confidence bands of a router chosen on val (quantiles)")
+    p.add_argument("--ceiling-bands", type=int, default=50, help="confidence bands of the routers chosen on test")
     p.add_argument("--drop", type=float, default=None, help="report whether u=1 accuracy − DROP pt is reached")
     p.add_argument("--out", default=None, help="write OUT.json and OUT.md")
     p.set_defaults(func=_cmd_bound)

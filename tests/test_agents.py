@@ -425,6 +425,7 @@ def test_holdout_sweep_fits_the_baselines_on_the_training_part_of_val(toy, tmp_p
 
     def cascade(cls, table, *args, select_on=None, **kw):
         seen["cascade"] = (table.num_samples, select_on.num_samples, kw["preview_levels"])
+        seen["labels"] = (table.labels, select_on.labels)
         return fit_cascade(cls, table, *args, select_on=select_on, **kw)
 
     def bandit(cls, table, *args, select_on=None, **kw):
@@ -442,7 +443,10 @@ def test_holdout_sweep_fits_the_baselines_on_the_training_part_of_val(toy, tmp_p
         progress=False,
     )
     points = run_sweep(cfg, tmp_path / "sweep")
+    fit_labels, held_labels = seen.pop("labels")
     assert seen == {"cascade": (450, 150, (0, 3)), "bandit": (450, 150, (0, 3))}
+    whole = _val_base(toy).table.labels  # the rows the env's subset takes: the first 75 %, then the rest
+    assert np.array_equal(fit_labels, whole[:450]) and np.array_equal(held_labels, whole[450:])
     assert [p.method for p in points] == ["cascade", "bandit"]
     assert all(" preview=" in p.setting for p in points)
 
@@ -1029,6 +1033,11 @@ def test_cascade_bound_cli(toy, tmp_path, capsys):
     assert "| 0.6 |" in (tmp_path / "bound.md").read_text()
     assert main([*argv[:3], "--budgets", "0,0.5"]) == 2
     assert "--budgets are fractions" in capsys.readouterr().err
+    assert main([*argv[:3], "--budgets", "nan"]) == 2
+    assert main([*argv, "--max-stages", "0"]) == 2
+    assert "need --max-stages >= 1" in capsys.readouterr().err
+    assert main([*argv[:1], "--env-kwargs", json.dumps({**toy, "mode": "live"})]) == 2
+    assert "reads response tables" in capsys.readouterr().err
 
 
 def test_export_controllers_keeps_the_loadable_files_and_replaces_the_previous_export(tmp_path):

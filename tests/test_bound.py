@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from agents.bound import Cascade, _grids, _scores, best_cascade, cascade_bounds, markdown
+from agents.bound import Cascade, Router, _grids, _route, _scores, best_cascade, best_router, cascade_bounds, markdown
 
 
 def _table(n: int, levels: int, seed: int) -> SimpleNamespace:
@@ -64,29 +64,65 @@ def test_no_cascade_below_the_cheapest_level_and_bad_arguments():
         Cascade((0, 1), ())
 
 
+@pytest.mark.parametrize("budget", [0.15, 0.3, 0.5, 0.75, 1.2])
+def test_router_greedy_and_lp_bracket_the_exhaustive_optimum(budget):
+    """Per preview level: greedy ≤ best deterministic band assignment ≤ LP value, all within budget."""
+    table = _table(80, 4, 5)
+    for preview in range(3):
+        found = _route(table, COSTS, preview, 3, budget)
+        if found is None:
+            assert COSTS[preview] > budget
+            continue
+        router, lp = found
+        right, spent = router.run(table, COSTS)
+        assert spent.mean() <= budget + 1e-12
+        best = -1.0
+        for levels in itertools.product(range(preview, 4), repeat=len(router.edges) + 1):
+            r, c = Router(preview, router.edges, levels).run(table, COSTS)
+            if c.mean() <= budget + 1e-12:
+                best = max(best, r.mean())
+        assert right.mean() <= best + 1e-12 <= lp + 2e-12
+    chosen, lp_best = best_router(table, COSTS, budget, bands=3)
+    if chosen is not None:
+        assert chosen.run(table, COSTS)[1].mean() <= budget + 1e-12 and chosen.run(table, COSTS)[0].mean() <= lp_best
+
+
+def test_router_runs_its_bands():
+    table = _table(50, 4, 6)
+    router = Router(1, (0.5,), (3, 1))  # bands rise with confidence: below 0.5 run level 3, else keep the preview
+    right, cost = router.run(table, COSTS)
+    sure = table.confidence[:, 1] >= 0.5
+    assert np.array_equal(right, np.where(sure, table.correct[:, 1], table.correct[:, 3]))
+    assert np.allclose(cost, np.where(sure, COSTS[1], COSTS[1] + COSTS[3]))
+    with pytest.raises(ValueError, match="bands"):
+        Router(1, (0.5,), (1,))
+
+
 def test_bounds_val_choice_ceiling_and_static():
     val, test = _table(400, 4, 3), _table(400, 4, 4)
     budgets = [0.2, 0.4, 0.7, 1.0]
-    rows = cascade_bounds(val, test, COSTS * 5.0, budgets, grid=11)  # costs in any unit: divided by u=1's
+    rows = cascade_bounds(val, test, COSTS * 5.0, budgets, grid=11, bands=5, ceiling_bands=10)  # any cost unit
     test_acc = 100 * test.correct.mean(axis=0)
-    ceilings, within = [], 0
+    ceilings = []
     for budget, row in zip(budgets, rows, strict=True):
         assert row["u1_accuracy"] == pytest.approx(test_acc[-1])
         fits = budget >= COSTS
         assert row["static"]["accuracy"] == pytest.approx(test_acc[fits].max())
-        v, t = row["val_tuned"], row["test_tuned"]
-        assert v["val_cost"] <= budget + 1e-12 and t["cost"] <= budget + 1e-12
-        if v["cost"] <= budget:  # on test the val choice may cost more than the budget
-            within += 1
-            assert t["accuracy"] >= v["accuracy"] - 1e-9  # chosen on test: a ceiling for the val choice
-        assert t["accuracy"] >= row["static"]["accuracy"] - 1e-9  # a single level is a one-stage cascade
-        ceilings.append(t["accuracy"])
+        for family in ("cascade", "router"):
+            assert row[family]["val_cost"] <= budget + 1e-12  # chosen within budget on val
+            assert 0.0 <= row[family]["accuracy"] <= 100.0
+        c = row["ceiling"]
+        assert c["accuracy"] >= row["static"]["accuracy"] - 1e-9  # a single level is a one-stage cascade
+        if row["cascade"]["cost"] <= budget:  # the val choice, where it fits on test, is under the ceiling
+            assert c["accuracy"] >= row["cascade"]["accuracy"] - 1e-9
+        ceilings.append(c["accuracy"])
     assert ceilings == sorted(ceilings)  # more budget never hurts
-    assert within >= 1  # the ceiling check above ran
-    same = cascade_bounds(val, val, COSTS, budgets, grid=11)  # chosen on the table it is measured on
+    same = cascade_bounds(val, val, COSTS, budgets, grid=11, bands=5, ceiling_bands=5)  # chosen where measured
     for row in same:
-        assert row["val_tuned"]["accuracy"] == pytest.approx(row["test_tuned"]["accuracy"])
+        assert row["ceiling"]["accuracy"] >= max(row["cascade"]["accuracy"], row["router"]["accuracy"]) - 1e-9
     text = markdown(rows, drop=0.5)
     assert text.count("\n| ") == len(budgets) and "Target" in text
     with pytest.raises(ValueError, match="positive u=1 cost"):
         cascade_bounds(val, test, np.array([0.1, 0.2, 0.3, 0.0]), [0.5])
+    with pytest.raises(ValueError, match="budgets"):
+        cascade_bounds(val, test, COSTS, [float("nan")])
