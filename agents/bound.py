@@ -197,13 +197,16 @@ def _route(table: Any, costs: np.ndarray, preview: int, bands: int, budget: floa
     acc = np.stack([np.bincount(band, weights=correct[:, lv], minlength=nb) / n for lv in options], 1)
     extra = np.array([0.0] + [costs[lv] for lv in options[1:]])
     cost = weight[:, None] * (costs[preview] + extra[None, :])
-    choice = np.zeros(nb, dtype=np.int64)
-    total_c, total_a = float(cost[:, 0].sum()), float(acc[:, 0].sum())
+    hulls = [_hull(cost[b], acc[b]) for b in range(nb)]
+    # each band starts at its hull's cheapest point: keeping the preview's answer, or a level that costs
+    # nothing more and answers better
+    choice = np.array([h[0] for h in hulls], dtype=np.int64)
+    total_c = float(cost[np.arange(nb), choice].sum())
+    total_a = float(acc[np.arange(nb), choice].sum())
     if total_c > budget + 1e-12:
         return None
     steps = []  # every band's upgrades along its hull, most accuracy per cost first
-    for b in range(nb):
-        h = _hull(cost[b], acc[b])
+    for b, h in enumerate(hulls):
         for i0, i1 in itertools.pairwise(h):
             dc, da = cost[b, i1] - cost[b, i0], acc[b, i1] - acc[b, i0]
             steps.append((da / dc if dc > 0 else np.inf, b, i0, i1, dc, da))
@@ -258,9 +261,9 @@ def cascade_bounds(
     """Per budget, on test: the best static level, the cascade and the router chosen on val, and the
     ceiling of both families chosen on test (accuracy in %, cost as a fraction of u=1's).
 
-    The ceiling is the larger of the test-chosen cascade (over the threshold grid of the test
-    confidences, or the val choice where that fits the budget on test and does better) and the LP
-    value of routers with ``ceiling_bands`` bands of the test confidences.
+    The ceiling is the best of the test-chosen cascade (over the threshold grid of the test
+    confidences), the LP value of routers with ``ceiling_bands`` bands of the test confidences, and the
+    val-chosen cascade and router where they fit the budget on test.
     """
     costs = np.asarray(costs, np.float64)
     if not np.all(np.isfinite(costs)) or np.any(costs < 0) or costs[-1] <= 0:
@@ -309,6 +312,10 @@ def cascade_bounds(
                 right, cost = c.run(test, costs)
                 if cost.mean() <= budget + 1e-12:
                     ceilings.append((100.0 * float(right.mean()), "cascade"))
+        if router is not None:  # its val bands are not among the test bands: it may do better on test
+            right, cost = router.run(test, costs)
+            if cost.mean() <= budget + 1e-12:
+                ceilings.append((100.0 * float(right.mean()), "router"))
         lp = best_router(test, costs, budget, bands=ceiling_bands)[1]
         if np.isfinite(lp):
             ceilings.append((100.0 * lp, "router"))

@@ -64,27 +64,29 @@ def test_no_cascade_below_the_cheapest_level_and_bad_arguments():
         Cascade((0, 1), ())
 
 
+@pytest.mark.parametrize("costs", [COSTS, np.array([0.0, 0.0, 0.53, 1.0])], ids=["rising", "free-levels"])
 @pytest.mark.parametrize("budget", [0.15, 0.3, 0.5, 0.75, 1.2])
-def test_router_greedy_and_lp_bracket_the_exhaustive_optimum(budget):
-    """Per preview level: greedy ≤ best deterministic band assignment ≤ LP value, all within budget."""
+def test_router_greedy_and_lp_bracket_the_exhaustive_optimum(budget, costs):
+    """Per preview level: greedy ≤ best deterministic band assignment ≤ LP value, all within budget —
+    also where a level above the preview costs nothing more than it."""
     table = _table(80, 4, 5)
     for preview in range(3):
-        found = _route(table, COSTS, preview, 3, budget)
+        found = _route(table, costs, preview, 3, budget)
         if found is None:
-            assert COSTS[preview] > budget
+            assert costs[preview] > budget
             continue
         router, lp = found
-        right, spent = router.run(table, COSTS)
+        right, spent = router.run(table, costs)
         assert spent.mean() <= budget + 1e-12
         best = -1.0
         for levels in itertools.product(range(preview, 4), repeat=len(router.edges) + 1):
-            r, c = Router(preview, router.edges, levels).run(table, COSTS)
+            r, c = Router(preview, router.edges, levels).run(table, costs)
             if c.mean() <= budget + 1e-12:
                 best = max(best, r.mean())
         assert right.mean() <= best + 1e-12 <= lp + 2e-12
-    chosen, lp_best = best_router(table, COSTS, budget, bands=3)
+    chosen, lp_best = best_router(table, costs, budget, bands=3)
     if chosen is not None:
-        assert chosen.run(table, COSTS)[1].mean() <= budget + 1e-12 and chosen.run(table, COSTS)[0].mean() <= lp_best
+        assert chosen.run(table, costs)[1].mean() <= budget + 1e-12 and chosen.run(table, costs)[0].mean() <= lp_best
 
 
 def test_router_runs_its_bands():
