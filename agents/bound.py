@@ -384,11 +384,8 @@ def bounds_for_env(
 ) -> list[dict[str, Any]]:
     """:func:`cascade_bounds` on the val and test response tables and the level costs of the env that
     ``env_kwargs`` builds (its checkpoint, profile and ``cost_metric``; default energy)."""
-    import gymnasium
-
-    import envs  # noqa: F401  (registers the ids)
-    from agents.env_kwargs import check_env_kwargs
     from agents.evaluate import on_split
+    from agents.sweep import _make
 
     if env_kwargs.get("mode", "table") != "table":
         raise ValueError('tnn cascade-bound reads response tables: leave out env kwarg mode (or set it to "table")')
@@ -400,8 +397,7 @@ def bounds_for_env(
 
     def table_of(split: str) -> Any:
         kwargs = on_split(env_kwargs, split, env_kwargs.get("subset") if split == "val" else None)
-        check_env_kwargs(env_id, kwargs)
-        env = gymnasium.make(env_id, **kwargs)
+        env = _make(env_id, kwargs)
         try:
             return env.unwrapped.table, env.unwrapped
         finally:
