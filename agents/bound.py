@@ -10,8 +10,9 @@ Two families, both deciding from nothing but the top-1 confidence of the levels 
 - a **router** runs one preview level, cuts its confidence into bands (quantiles) and runs one level
   per band (or keeps the preview's answer): exactly what a controller can do in the env with its
   preview at that level. Given the bands, choosing a level per band within a budget is a
-  multiple-choice knapsack; it is solved greedily along each band's accuracy–cost hull, and the
-  same pass gives the knapsack's LP optimum — what a router that randomises one band between two
+  multiple-choice knapsack; it is solved greedily along each band's accuracy–cost hull (what budget
+  the hull walk leaves goes to the best single-band upgrades that still fit), and the hull walk gives
+  the knapsack's LP optimum — what a router that randomises one band between two
   levels reaches, and an upper bound on every router with those bands.
 
 For each budget (a fraction of the u=1 cost) each family is chosen on ``val`` and measured on
@@ -223,6 +224,17 @@ def _route(table: Any, costs: np.ndarray, preview: int, bands: int, budget: floa
                 lp = total_a + da * (budget - total_c) / dc
             blocked.add(b)  # a band's later upgrades need this one first
     lp = total_a if lp is None else lp
+    # the hull walk stops a band at its first upgrade that does not fit; spend what budget is left on
+    # the largest accuracy gain that still fits, any option of any band, until none does
+    rows = np.arange(nb)
+    while True:
+        gain = acc - acc[rows, choice][:, None]
+        more = cost - cost[rows, choice][:, None]
+        fits = (gain > 1e-15) & (more <= budget + 1e-12 - total_c)
+        if not fits.any():
+            break
+        b, o = np.unravel_index(int(np.argmax(np.where(fits, gain, -np.inf))), gain.shape)
+        choice[b], total_c, total_a = o, total_c + float(more[b, o]), total_a + float(gain[b, o])
     return Router(preview, edges, tuple(options[c] for c in choice)), lp
 
 

@@ -89,6 +89,28 @@ def test_router_greedy_and_lp_bracket_the_exhaustive_optimum(budget, costs):
         assert chosen.run(table, costs)[1].mean() <= budget + 1e-12 and chosen.run(table, costs)[0].mean() <= lp_best
 
 
+@pytest.mark.parametrize("costs", [COSTS, np.array([0.0, 0.0, 0.53, 1.0])], ids=["rising", "free-levels"])
+@pytest.mark.parametrize("budget", [0.3, 0.45, 0.6, 0.75, 0.9])
+def test_router_leaves_no_single_band_upgrade_that_fits(budget, costs):
+    """After the hull walk stops, what budget is left goes to off-hull options: no single band of the
+    greedy router can switch to a level that is more accurate and still fits the budget."""
+    for seed in range(4):
+        table = _table(120, 4, 20 + seed)
+        for preview in range(3):
+            found = _route(table, costs, preview, 4, budget)
+            if found is None:
+                continue
+            router = found[0]
+            right = router.run(table, costs)[0]
+            for b in range(len(router.levels)):
+                for level in range(preview, 4):
+                    levels = list(router.levels)
+                    levels[b] = level
+                    r, c = Router(preview, router.edges, tuple(levels)).run(table, costs)
+                    better = c.mean() <= budget + 1e-12 and r.mean() > right.mean() + 1e-12
+                    assert not better, (seed, preview, b, level)
+
+
 def test_router_runs_its_bands():
     table = _table(50, 4, 6)
     router = Router(1, (0.5,), (3, 1))  # bands rise with confidence: below 0.5 run level 3, else keep the preview
