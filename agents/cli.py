@@ -63,6 +63,8 @@ def _summary(m: dict[str, Any]) -> str:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from agents.evaluate import EVAL_COPIES, close_all, evaluate_policy, load_controller, make_eval_env, write_json
 
+    if args.seed < 0:
+        raise ValueError(f"--seed must be >= 0, got {args.seed}")
     target = Path(args.target)
     if target.is_dir():
         policy, spec = load_controller(target)
@@ -232,7 +234,7 @@ def add_cli(sub: Any) -> None:
     p.add_argument("--env-kwargs", type=_json_arg, default=None, metavar="JSON", help="checkpoint, profile, ...")
     p.add_argument("--lams", type=_lams, default=[0.003, 0.01, 0.03, 0.1, 0.3], help="comma-separated λ values")
     p.add_argument("--algo", default="ppo", choices=["ppo", "a2c", "sac", "dqn"])
-    p.add_argument("--timesteps", type=int, default=200_000, help="steps per controller")
+    p.add_argument("--timesteps", type=int, default=200_000, help="steps per controller (0: the YAML's n_timesteps)")
     p.add_argument(
         "--methods",
         nargs="+",

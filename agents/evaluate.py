@@ -137,13 +137,27 @@ def load_controller(run_dir: str | Path, device: str = "cpu") -> tuple[SB3Policy
             f"{run} is not a controller run (needs model.zip and eval_env.json); train one with "
             "tnn train-controller --out DIR"
         )
-    spec = json.loads(spec_path.read_text())
-    if int(spec.get("version", 1)) > METRICS_VERSION:
-        raise ValueError(
-            f"{spec_path}: version {spec['version']} is newer than this reader ({METRICS_VERSION}); upgrade tnn"
-        )
+    fix = "restore it from the run (tnn train-controller writes it) or retrain the run"
+    try:
+        spec = json.loads(spec_path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{spec_path} is not valid JSON ({err}); {fix}") from None
+    if not isinstance(spec, dict) or not isinstance(spec.get("id"), str) or not isinstance(spec.get("kwargs"), dict):
+        raise ValueError(f"{spec_path} is not an eval-env spec (an object with 'id' and 'kwargs'); {fix}")
+    version = spec.get("version", 1)
+    if not isinstance(version, int) or version < 1:
+        raise ValueError(f"{spec_path}: invalid version {version!r}; {fix}")
+    if version > METRICS_VERSION:
+        raise ValueError(f"{spec_path}: version {version} is newer than this reader ({METRICS_VERSION}); upgrade tnn")
     algo = spec.get("algo", "ppo")
-    model = algo_class(algo).load(run / "model.zip", device=device)
+    cls = algo_class(algo)
+    try:
+        model = cls.load(run / "model.zip", device=device)
+    except Exception as err:  # SB3's failures on a truncated, foreign or mismatched zip are many: name the file
+        raise ValueError(
+            f"{run / 'model.zip'} could not be loaded as a {algo.upper()} policy (as {spec_path.name} says) "
+            f"({describe_error(err)}); check the run's files or retrain it"
+        ) from None
     stats = run / "vecnormalize.pkl"
     vecnorm = None
     if stats.is_file():
@@ -163,8 +177,14 @@ def run_normalizes(run_dir: str | Path) -> bool:
     path = Path(run_dir) / "config.yml"
     if not path.is_file():
         return False
-    config = yaml.safe_load(path.read_text()) or {}
-    return bool(config.get("meta", {}).get("normalize", False))
+    try:
+        config = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path} is not valid YAML ({describe_error(err)}); restore it or retrain the run") from None
+    meta = config.get("meta", {}) if isinstance(config, dict) else None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path} is not a run config (a mapping with 'meta'); restore it or retrain the run")
+    return bool(meta.get("normalize", False))
 
 
 def load_vecnormalize(path: str | Path, venv: Any = None) -> Any:

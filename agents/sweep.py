@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -86,12 +87,23 @@ class SweepConfig:
     title: str = ""
 
     def __post_init__(self) -> None:
+        lams = list(self.lams)
+        if not lams or not all(_nonneg_number(lam) for lam in lams):
+            raise ValueError(f"lams must be one or more finite numbers >= 0 (e.g. 0.01,0.1,0.3), got {self.lams!r}")
+        if isinstance(self.timesteps, bool) or not isinstance(self.timesteps, int) or self.timesteps < 0:
+            raise ValueError(f"timesteps must be an int >= 0 (0: the YAML's n_timesteps), got {self.timesteps!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed must be an int >= 0, got {self.seed!r}")
         levels = list(self.preview_levels)
         indices = all(isinstance(p, int) and not isinstance(p, bool) and p >= 0 for p in levels)
         if not indices or len(set(levels)) != len(levels):
             raise ValueError(f"preview_levels must be distinct level indices (ints >= 0), got {self.preview_levels!r}")
         if not 0.0 <= float(self.select_holdout) < 1.0:
             raise ValueError(f"select_holdout must be a fraction in [0, 1), got {self.select_holdout!r}")
+
+
+def _nonneg_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
 
 
 class _Run(NamedTuple):
@@ -152,6 +164,8 @@ def baseline_policy(
     if name == "oracle":
         return OraclePolicy()
     if name in ("cascade", "bandit"):
+        if not _nonneg_number(lam):
+            raise ValueError(f"the {name} is tuned for a trade-off λ, a finite number >= 0 (e.g. 0.1); got {lam!r}")
         table, base, _levels = _val_setup(env_id, env_kwargs)
         if name == "cascade":
             level = base.preview_level
@@ -704,7 +718,7 @@ def run_demo(out: str | Path = "results/demo", *, timesteps: int | None = None, 
     """The embedded default: the shipped Fashion-MNIST TNN, its CPU profile, real Fashion-MNIST data."""
     cfg = SweepConfig(
         lams=DEMO_LAMS,
-        timesteps=timesteps or DEMO_TIMESTEPS,
+        timesteps=DEMO_TIMESTEPS if timesteps is None else timesteps,
         observations=DEMO_OBSERVATIONS,
         title="Fashion-MNIST VGG-11 TNN (shipped), test split: accuracy vs cost per input",
     )

@@ -199,9 +199,20 @@ the fields derived from it."""
 def run_config(cfg: TrainConfig) -> dict[str, Any]:
     """The ``config.yml`` of a run of ``cfg``: what it trains, resolved (YAML hyperparameters, env kwargs).
 
-    Validates the config on the way (hyperparameters, env kwargs, split), before anything is written.
+    Validates the config on the way (counts, hyperparameters, env kwargs, split), before anything is written.
     """
+    counts = (("timesteps", 0), ("seed", 0), ("n_envs", 0), ("eval_episodes", 1), ("evals", 0), ("checkpoints", 0))
+    for name, low in counts:
+        value = getattr(cfg, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            zero = " (0: the YAML's)" if name in ("timesteps", "n_envs") else ""
+            raise ValueError(f"{name} must be an int >= {low}{zero}, got {value!r}")
     env_id = _env_id(cfg)
+    if (cfg.algo == "dqn" and env_id == DEFAULT_ENV) or (cfg.algo == "sac" and env_id == DISCRETE_ENV):
+        space, other = ("continuous u", DISCRETE_ENV) if cfg.algo == "dqn" else ("discrete levels", DEFAULT_ENV)
+        raise ValueError(
+            f"{cfg.algo.upper()} cannot act in {env_id} ({space}); use --env-id {other}, or another --algo"
+        )
     meta, algo_kwargs = load_hyperparams(cfg.algo, env_id, cfg.hyperparams)
     env_kwargs = env_kwargs_for(cfg)
     check_env_kwargs(env_id, env_kwargs)

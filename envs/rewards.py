@@ -48,12 +48,16 @@ class RewardError(ValueError):
 
 
 def _param_range(value: float | Sequence[float], name: str, low: float = 0.0) -> tuple[float, float]:
-    lo, hi = (value, value) if np.isscalar(value) else tuple(value)
-    lo, hi = float(lo), float(hi)
-    if not (np.isfinite(lo) and np.isfinite(hi) and low <= lo <= hi):
-        raise RewardError(
-            f"{name} must be a finite number >= {low:g} or a range (low, high) with low <= high, got {value!r}"
-        )
+    bad = RewardError(
+        f"{name} must be a finite number >= {low:g} or a range (low, high) with low <= high, got {value!r}"
+    )
+    try:
+        lo, hi = (value, value) if np.isscalar(value) else tuple(value)
+        lo, hi = float(lo), float(hi)
+    except (TypeError, ValueError):
+        raise bad from None
+    if isinstance(value, str) or not (np.isfinite(lo) and np.isfinite(hi) and low <= lo <= hi):
+        raise bad
     return lo, hi
 
 
@@ -69,7 +73,7 @@ class _Builtin:
     param_name = "value"
 
     def __init__(self, value: float | Sequence[float], metric: str | None, low: float = 0.0) -> None:
-        self.low, self.high = _param_range(value, self.param_name, low)
+        self.low, self.high = _param_range(value, getattr(self, "param_label", self.param_name), low)
         self.key = _metric_key(metric)
         self.metric = metric
         self.value: Any = self.low
@@ -138,6 +142,7 @@ class HardBudget(_Builtin):
     """
 
     param_name = "rate"
+    param_label = "the budget rate (env kwarg budget=, or reward_kwargs rate)"
 
     def __init__(
         self,
@@ -152,7 +157,10 @@ class HardBudget(_Builtin):
             raise RewardError(f"penalty must be finite and >= 0, got {penalty!r}")
         super().__init__(rate, metric)
         if self.low <= 0:
-            raise RewardError(f"rate must be > 0 (a fraction of the u=1 cost per step), got {rate!r}")
+            raise RewardError(
+                f"the budget rate (env kwarg budget=, or reward_kwargs rate) must be > 0: a fraction of the u=1 "
+                f"cost per step, e.g. 0.5; got {rate!r}"
+            )
         self.overspend, self.penalty = overspend, float(penalty)
         self._clear(None)
 

@@ -282,8 +282,11 @@ class ThrottleEnv(gym.Env):
             )
         self.preview_level = int(preview_level)
         self._floor = self.preview_level if observation == "features" else 0  # lower levels answer with the preview
-        self.u_min = self.levels[self._floor] if u_min is None else float(u_min)
-        if not 0.0 < self.u_min <= 1.0:
+        try:
+            self.u_min = self.levels[self._floor] if u_min is None else float(u_min)
+        except (TypeError, ValueError):
+            self.u_min = float("nan")
+        if isinstance(u_min, str | bool) or not 0.0 < self.u_min <= 1.0:
             raise ValueError(f"u_min must be in (0, 1], got {u_min!r}")
         self._snap = [u + _SNAP_EPS for u in self.levels]  # level i runs every u <= levels[i] (+ float slack)
         self._first_level = bisect.bisect_left(self._snap, self.u_min)

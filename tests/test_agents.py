@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import functools
+import re
 from pathlib import Path
 
 import numpy as np
@@ -652,6 +653,8 @@ def test_space_mismatch_is_refused(run_dir, toy):
         (["--hyperparams", '{"device": "cuda"}'], "'device' is set by tnn"),
         (["--algo", "dqn", "--hyperparams", '{"n_steps": 64}'], "DQN refuses its hyperparameters"),  # Dict obs
         (["--env-id", "tnn/Nope-v0"], "unknown env id 'tnn/Nope-v0'"),
+        (["--algo", "dqn", "--env-id", "tnn/Throttle-v0"], "DQN cannot act in tnn/Throttle-v0 (continuous u)"),
+        (["--algo", "sac", "--env-id", "tnn/ThrottleDiscrete-v0"], "use --env-id tnn/Throttle-v0"),
     ],
 )
 def test_bad_training_input_is_one_line_and_writes_nothing(toy, tmp_path, capsys, flags, message):
@@ -724,6 +727,87 @@ def test_resume_refuses_other_settings_and_keeps_provenance(tiny_run, tmp_path, 
     assert metrics["train"]["timesteps"] >= 1024 and metrics["train"]["resumed_from"] >= 512
     assert "--resume" in metrics["train"]["resume_command"]
     assert {name: (run / name).read_bytes() for name in provenance} == provenance
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("timesteps", -5, "timesteps must be an int >= 0 (0: the YAML's), got -5"),
+        ("n_envs", -1, "n_envs must be an int >= 0"),
+        ("eval_episodes", 0, "eval_episodes must be an int >= 1"),
+    ],
+)
+def test_train_config_counts_are_checked_before_training(toy, field, value, message):
+    from agents.train import TrainConfig, run_config
+
+    with pytest.raises(ValueError, match=re.escape(message)):
+        run_config(dataclasses.replace(TrainConfig(lam=0.1, env_kwargs=dict(toy)), **{field: value}))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"lams": ()}, "lams must be one or more finite numbers >= 0"),
+        ({"lams": (0.1, float("nan"))}, "lams must be one or more finite numbers >= 0"),
+        ({"lams": (-1.0,)}, "lams must be one or more finite numbers >= 0"),
+        ({"timesteps": -5}, "timesteps must be an int >= 0"),
+    ],
+)
+def test_sweep_config_refuses_bad_lams_and_steps(kwargs, message):
+    from agents.sweep import SweepConfig
+
+    with pytest.raises(ValueError, match=re.escape(message)):
+        SweepConfig(**kwargs)
+
+
+def test_evaluate_controller_refuses_bad_lam_and_seed(toy, capsys):
+    import json
+
+    from tnn.cli import main
+
+    base = ["evaluate-controller", "--env-kwargs", json.dumps(toy), "--no-progress"]
+    for argv, message in (
+        (["cascade", "--lam", "nan"], "the cascade is tuned for a trade-off λ, a finite number >= 0"),
+        (["bandit", "--lam", "-0.5"], "the bandit is tuned for a trade-off λ"),
+        (["static", "--seed", "-1"], "--seed must be >= 0, got -1"),
+    ):
+        assert main([*base, *argv]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        ("eval_env.json", "[1]", "is not an eval-env spec (an object with 'id' and 'kwargs')"),
+        ("eval_env.json", '{"kwargs": {}}', "is not an eval-env spec"),
+        ("eval_env.json", "{", "eval_env.json is not valid JSON"),
+        ("config.yml", "meta: [", "config.yml is not valid YAML"),
+        ("model.zip", "PK", "model.zip could not be loaded as a PPO policy"),
+    ],
+)
+def test_a_damaged_controller_run_is_named(tiny_run, tmp_path, capsys, name, text, message):
+    from tnn.cli import main
+
+    run = _copy_run(tiny_run, tmp_path)
+    (run / name).write_text(text)
+    if name == "config.yml":  # read when the normalisation statistics are missing, to say whether they are due
+        (run / "vecnormalize.pkl").unlink()
+    assert main(["evaluate-controller", str(run), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_a_policy_of_another_algorithm_is_named(tiny_run, tmp_path, capsys):
+    import json
+
+    from tnn.cli import main
+
+    run = _copy_run(tiny_run, tmp_path)
+    spec = json.loads((run / "eval_env.json").read_text())
+    (run / "eval_env.json").write_text(json.dumps({**spec, "algo": "dqn"}))
+    assert main(["evaluate-controller", str(run), "--no-progress"]) == 2
+    assert "could not be loaded as a DQN policy" in capsys.readouterr().err
 
 
 def test_missing_or_corrupt_vecnormalize_is_named(toy, tiny_run, tmp_path):

@@ -183,3 +183,68 @@ def test_report_pairs_tnn_levels_with_standalone_networks_of_equal_cost(tmp_path
     assert tnn_model.flops(0.5) == half.flops(1.0)  # the pairing is by cost, and these cost the same
     assert table in accuracy_table(list(paths.values()))
     assert baseline_comparison([paths["t"], paths["other"]]) == ""  # nothing to pair: no section
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["pretrain", "--label-smoothing", "2"], "label_smoothing must be in [0, 1)"),
+        (["pretrain", "--eval-batch-size", "0"], "eval_batch_size must be positive"),
+        (["pretrain", "--weight-decay", "-1"], "weight_decay must be a finite number >= 0"),
+        (["pretrain", "--limit", "-1"], "limit must be a finite number >= 0"),
+        (["pretrain", "--threads", "-1"], "threads must be a finite number >= 0"),
+        (["pretrain", "--device", "tpu"], "unknown device 'tpu'; use auto, cpu, cuda or cuda:N"),
+        (["pretrain", "--model-kwargs", "[1]"], "config 'model_kwargs' must be dict, got [1]"),
+        (["evaluate", "--device", "tpu", "CKPT"], "unknown device 'tpu'"),
+        (["bench", "latency", "--models", "resnet8", "--batch-sizes", "0"], "--batch-sizes must be positive"),
+        (["bench", "train", "--models", "resnet8", "--threads", "-1"], "threads must be a positive integer"),
+        (["bench", "train", "--models", "resnet8", "--device", "tpu"], "unknown device 'tpu'"),
+        (["models", "vgg11", "--in-channels", "0"], "--in-channels must be positive"),
+        (["report", "CKPT", "--out", "DIR"], "Is a directory"),
+    ],
+)
+def test_bad_arguments_are_one_line_errors_before_any_work(tmp_path, capsys, argv, message):
+    """Each is refused up front (exit 2, the problem named, no traceback); a run directory stays empty."""
+    path = tmp_path / "m.pt"
+    tnn.save_checkpoint(tnn.create_model("resnet8", num_classes=10, in_channels=1), path, dataset="fashion_mnist")
+    (tmp_path / "dir").mkdir()
+    argv = [{"CKPT": str(path), "DIR": str(tmp_path / "dir")}.get(a, a) for a in argv]
+    if argv[0] == "pretrain":
+        argv += ["--arch", "resnet8", "--dataset", "fashion_mnist", "--out", str(tmp_path / "run")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_pretrain_config_file_is_checked_and_named(tmp_path, capsys):
+    config = tmp_path / "cfg.json"
+    config.write_text('{"arch": "resnet8",\n')
+    assert main(["pretrain", "--config", str(config)]) == 2
+    assert f"{config} is not valid JSON" in capsys.readouterr().err
+    config.write_text(json.dumps({"arch": "resnet8", "epochs": "three"}))
+    assert main(["pretrain", "--config", str(config), "--out", str(tmp_path / "run")]) == 2
+    assert "config 'epochs' must be int, got 'three'" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_report_names_a_checkpoint_whose_card_is_damaged(tmp_path, capsys):
+    path = tmp_path / "m.pt"
+    tnn.save_checkpoint(tnn.create_model("resnet8"), path, dataset="cifar10", accuracy={1.0: 80.0})
+    payload = torch.load(path, weights_only=True)
+    payload["card"]["accuracy"] = {"1": "x"}
+    torch.save(payload, path)
+    assert main(["report", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}: its card's accuracy has a bad entry '1': 'x'" in err
+    del payload["card"]["arch"]
+    torch.save(payload, path)
+    assert main(["report", str(path)]) == 2 and "its card names no architecture" in capsys.readouterr().err
+
+
+def test_cache_refuses_an_unwritable_place_before_building(tmp_path, capsys):
+    path = tmp_path / "m.pt"
+    tnn.save_checkpoint(tnn.create_model("resnet8", in_channels=1), path, dataset="fashion_mnist")
+    assert main(["cache", str(path), "--cache-dir", str(path)]) == 2  # a file where the directory should be
+    err = capsys.readouterr().err
+    assert f"{path} is a file; give a directory" in err and "Traceback" not in err

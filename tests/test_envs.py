@@ -509,6 +509,12 @@ def test_bad_configuration_is_refused_with_the_valid_choices(tiny, tmp_path, mon
     ):
         with pytest.raises(ValueError, match=valid):
             make(tiny, **{key: value})
+    with pytest.raises(ValueError, match=r"u_min must be in \(0, 1\], got 'x'"):
+        make(tiny, u_min="x")
+    with pytest.raises(ValueError, match=r"lam must be a finite number >= 0 .* got 'x'"):
+        make(tiny, reward_kwargs={"lam": "x"})
+    with pytest.raises(ValueError, match=r"the budget rate \(env kwarg budget=, or reward_kwargs rate\) must be"):
+        make(tiny, reward="budget", budget=-1)
     other = tnn.create_model("vgg11", in_channels=1, input_size=28, width_mult=0.05, num_levels=4)
     with pytest.raises(ProfileError, match=r"\[0.25, 0.5, 0.75, 1.0\].*\[0.125, 0.25"):
         make(tiny, profile=CostProfile.from_flops(other))

@@ -4,6 +4,7 @@ import copy
 import itertools
 import math
 import pickle
+import re
 
 import pytest
 import torch
@@ -121,6 +122,24 @@ def test_wrong_input_shape_names_the_expected_shape():
     clip = build("c3d_small", in_channels=1)
     with pytest.raises(ValueError, match=r"N×1×16×32×32"):
         clip(torch.rand(2, 1, 8, 32, 32))
+    with pytest.raises(ValueError, match=r"weights are torch.float32, its input is torch.float64: pass x.to"):
+        model(torch.rand(2, 3, 32, 32, dtype=torch.float64))
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast runs float32 weights on bf16 input
+        assert model(torch.rand(2, 3, 32, 32).bfloat16()).shape == (2, 10)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"in_channels": 0}, "in_channels must be a positive int"),
+        ({"num_classes": -1}, "num_classes must be a positive int"),
+        ({"input_size": 0}, "input_size must be a positive int"),
+        ({"depth": 21}, "got multiple values for argument 'depth'"),
+    ],
+)
+def test_create_model_names_the_bad_argument(kwargs, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        tnn.create_model("resnet20", **kwargs)
 
 
 @pytest.mark.parametrize("name", [n for n in tnn.list_models() if not n.startswith("c3d")])

@@ -230,7 +230,9 @@ def bench_train(
     """
     if steps < 1 or batch_size < 1:
         raise ValueError(f"steps and batch_size must be positive, got {steps} and {batch_size}")
-    dev = torch.device(device)
+    from tnn.runtime import resolve_device
+
+    dev = resolve_device(device)
     if precisions is None:
         precisions = ("bf16",) if dev.type == "cuda" else ("fp32", "bf16")
     unknown = set(precisions) - {"fp32", "bf16"}

@@ -197,6 +197,9 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[ThrottleNet, dict]:
     """Rebuild the model (float32, eval mode) and return it with its card."""
+    from tnn.runtime import resolve_device
+
+    map_location = resolve_device(map_location)
     payload = read_checkpoint(path)
     return model_from_payload(payload, path).to(map_location).eval(), payload["card"]
 

@@ -15,6 +15,7 @@ import torch
 
 from tnn.checkpoint import CheckpointError, atomic_write, read_checkpoint
 from tnn.models import ThrottleNet, create_model, list_models
+from tnn.runtime import resolve_device, set_threads
 
 __all__ = ["main"]
 
@@ -23,12 +24,14 @@ _EXTENSIONS = ("tnn.profile", "tnn.table", "agents.cli")
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
+    if args.in_channels is not None and args.in_channels < 1:
+        raise ValueError(f"--in-channels must be positive, got {args.in_channels}")
     names = list_models(args.pattern)
     if not names:
         print(f"no model matches {args.pattern!r}; known: {', '.join(list_models())}", file=sys.stderr)
         return 2
     for name in names:
-        kwargs = {"in_channels": args.in_channels} if args.in_channels else {}
+        kwargs = {"in_channels": args.in_channels} if args.in_channels is not None else {}
         model = create_model(name, **kwargs)
         shape, source = _models_input_shape(model, args.input_size)
         print(f"{name}  input {'×'.join(map(str, shape))}{source}  strategies {','.join(model.strategies)}")
@@ -78,6 +81,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
     for name in args.models:
         create_model(name)  # fail early, with the list of known names
+    if min(args.batch_sizes) < 1:
+        raise ValueError(f"--batch-sizes must be positive, got {args.batch_sizes}")
     threads = args.threads or []
     rows = bench_latency(
         args.models,
@@ -137,7 +142,12 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
 
     values = {}
     if args.config:
-        values = json.loads(Path(args.config).read_text())
+        try:
+            values = json.loads(Path(args.config).read_text())
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{args.config} is not valid JSON ({err})") from None
+        if not isinstance(values, dict):
+            raise ValueError(f"{args.config} must hold a JSON object of config values, got {type(values).__name__}")
         unknown = set(values) - {f.name for f in dataclasses.fields(PretrainConfig)}
         if unknown:
             raise ValueError(f"{args.config}: unknown config keys {sorted(unknown)}")
@@ -188,8 +198,10 @@ def _cmd_report(args: argparse.Namespace) -> int:
 def _cmd_bench_train(args: argparse.Namespace) -> int:
     from tnn.bench import bench_train
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
+    resolve_device(args.device)
+    if args.batch_size < 1 or args.in_channels < 1:
+        raise ValueError(f"--batch-size and --in-channels must be positive, got {args.batch_size}, {args.in_channels}")
     for name in args.models:
         create_model(name)
     rows = bench_train(
@@ -323,7 +335,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.argv = argv
     try:
         return args.func(args)
-    except (CheckpointError, FileNotFoundError, ValueError) as err:
+    except (CheckpointError, OSError, ValueError) as err:  # bad input or a bad path: say which, no traceback
         print(f"tnn {args.command}: error: {err}", file=sys.stderr)
         return 2
 

@@ -767,12 +767,12 @@ def profile_model(
     CPU to :data:`DEFAULT_CPU_WATTS_PER_THREAD` × torch threads; on CUDA it is required). A given
     ``counter`` (e.g. a fake one) is used as is. The model is moved to ``device`` and left in eval mode.
     """
-    dev = torch.device(device)
+    from tnn.runtime import resolve_device
+
+    dev = resolve_device(device)
     kind = dev.type
     if kind not in DEVICE_KINDS:
         raise ValueError(f"device must be cpu or cuda, got {device!r}")
-    if kind == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda, but torch sees no CUDA GPU here; use --device cpu")
     if cuda_graphs and kind != "cuda":
         raise ValueError("CUDA graphs need --device cuda")
     if not isinstance(batch_size, int) or batch_size < 1:
@@ -988,16 +988,18 @@ def _cmd_profile(args: argparse.Namespace) -> int:
 
     from tnn.checkpoint import load_checkpoint
     from tnn.models import create_model, list_models
+    from tnn.runtime import set_threads
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
+    if args.in_channels is not None and args.in_channels < 1:
+        raise ValueError(f"--in-channels must be positive, got {args.in_channels}")
     source = Path(args.target)
     checkpoint = None
     if source.is_file():
         model, card = load_checkpoint(source)
         checkpoint = {"path": str(source), "sha256": _sha256(source), "dataset": card.get("dataset")}
     elif args.target in list_models():
-        kwargs = {"num_classes": args.num_classes, "in_channels": args.in_channels or 3}
+        kwargs = {"num_classes": args.num_classes, "in_channels": 3 if args.in_channels is None else args.in_channels}
         model = create_model(args.target, **kwargs)
     else:
         raise FileNotFoundError(

@@ -6,7 +6,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from tnn.checkpoint import read_checkpoint
+from tnn.checkpoint import CheckpointError, read_checkpoint
 
 __all__ = ["accuracy_table", "baseline_comparison"]
 
@@ -14,7 +14,7 @@ __all__ = ["accuracy_table", "baseline_comparison"]
 def accuracy_table(paths: Sequence[str | os.PathLike]) -> str:
     """A markdown table (one row per checkpoint: test accuracy % per level, as its card records it) and the
     command that made each."""
-    cards = [(Path(p), read_checkpoint(p)["card"]) for p in sorted(paths)]
+    cards = [(Path(p), _card(p)) for p in sorted(paths)]
     levels = sorted({float(u) for _, card in cards for u in card.get("accuracy", {})})
     head = "| checkpoint | arch | dataset | variant | params | MFLOPs (u=1) | " + " | ".join(f"u={u:g}" for u in levels)
     lines = [head + " | training |", "|" + "---|" * 6 + "---:|" * len(levels) + "---|"]
@@ -38,6 +38,26 @@ def accuracy_table(paths: Sequence[str | os.PathLike]) -> str:
     return "\n".join(lines)
 
 
+def _card(path: str | os.PathLike) -> dict:
+    """A checkpoint's card, checked for what the table reads; CheckpointError naming the file if not."""
+    card = read_checkpoint(path)["card"]
+    fix = "re-run tnn evaluate on it, or re-save it with tnn.save_checkpoint"
+    if not isinstance(card.get("arch"), str):
+        raise CheckpointError(f"{path}: its card names no architecture ('arch'); {fix}")
+    for key in ("params", "flops"):
+        if not isinstance(card.get(key), dict) or not isinstance(card[key].get("1"), int | float):
+            raise CheckpointError(f"{path}: its card has no {key!r} at u=1; {fix}")
+    accuracy = card.get("accuracy", {})
+    if not isinstance(accuracy, dict):
+        raise CheckpointError(f"{path}: its card's accuracy is not a table of u -> %; {fix}")
+    for u, a in accuracy.items():
+        try:
+            float(u), float(a)
+        except (TypeError, ValueError):
+            raise CheckpointError(f"{path}: its card's accuracy has a bad entry {u!r}: {a!r}; {fix}") from None
+    return card
+
+
 def baseline_comparison(
     paths: Sequence[str | os.PathLike], *, cards: Sequence[dict] | None = None, rel_tol: float = 0.02
 ) -> str:
@@ -45,7 +65,7 @@ def baseline_comparison(
     of the same architecture and data set that cost the same: a standalone network is paired with the
     TNN level whose FLOPs per input are within ``rel_tol`` of its own. Empty when no pair exists."""
     if cards is None:
-        cards = [read_checkpoint(p)["card"] for p in paths]
+        cards = [_card(p) for p in paths]
     named = sorted(zip([_name(Path(p)) for p in paths], cards, strict=True), key=lambda nc: nc[0])
     tnns = [(n, c) for n, c in named if c.get("variant") == "tnn"]
     rows = []

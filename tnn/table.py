@@ -381,6 +381,13 @@ def cached_table(
         raise FileNotFoundError(f"no checkpoint at {checkpoint}")
     sha = file_sha256(checkpoint)
     path = Path(out) if out is not None else table_path(checkpoint, split, cache_dir)
+    for parent in (path.parent, *path.parent.parents):  # refuse a place it cannot write before the work
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"cannot write the table under {path.parent}: {parent} is a file; give a directory")
+            break
+    if path.is_dir():
+        raise ValueError(f"{path} is a directory; give the table a file name")
     if path.is_file():
         try:
             table = ResponseTable.load(path)
@@ -410,8 +417,9 @@ def cached_table(
 
 
 def _cmd_cache(args: argparse.Namespace) -> int:
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    from tnn.runtime import set_threads
+
+    set_threads(args.threads)
     start = time.perf_counter()
     table = cached_table(args.checkpoint, args.split, data_root=args.data_root, cache_dir=args.cache_dir, out=args.out)
     where = args.out or table_path(args.checkpoint, args.split, args.cache_dir)

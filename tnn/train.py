@@ -42,6 +42,7 @@ from tnn.checkpoint import (
     save_checkpoint,
 )
 from tnn.models import ThrottleNet, create_model
+from tnn.runtime import resolve_device, set_threads
 
 __all__ = ["PretrainConfig", "PretrainResult", "Sandwich", "evaluate", "evaluate_checkpoint", "pretrain"]
 
@@ -308,19 +309,31 @@ def _lr_at(step: int, total: int, warmup: int, peak: float) -> float:
     return 0.5 * peak * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def _resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' asked for, but torch sees no CUDA device; use --device cpu")
-    return torch.device(name)
-
-
 def _write_json(path: Path, obj: Any) -> None:
     atomic_write(path, lambda fh: fh.write((json.dumps(obj, indent=2) + "\n").encode()))
 
 
+def _check_types(cfg: PretrainConfig) -> None:
+    """Every field has its default's type (an int where a float is due is fine); ValueError naming it."""
+    for f in dataclasses.fields(cfg):
+        value, default = getattr(cfg, f.name), getattr(PretrainConfig(), f.name)
+        if default is None:
+            ok = value is None or isinstance(value, str | os.PathLike)
+        elif isinstance(default, bool):
+            ok = isinstance(value, bool)
+        elif isinstance(default, float):
+            ok = isinstance(value, int | float) and not isinstance(value, bool)
+        else:
+            ok = isinstance(value, type(default)) and not (isinstance(value, bool) and not isinstance(default, bool))
+        if not ok:
+            raise ValueError(
+                f"config {f.name!r} must be {type(default).__name__ if default is not None else 'a path'}, "
+                f"got {value!r}"
+            )
+
+
 def _check_config(cfg: PretrainConfig) -> None:
+    _check_types(cfg)
     if cfg.variant not in ("tnn", "vanilla"):
         raise ValueError(f"variant must be 'tnn' or 'vanilla', got {cfg.variant!r}")
     if cfg.augment not in ("auto", "crop+flip", "crop", "none"):
@@ -329,6 +342,15 @@ def _check_config(cfg: PretrainConfig) -> None:
         raise ValueError(f"unknown dataset {cfg.dataset!r}; known: {', '.join(tdata.DATASETS)}")
     if cfg.epochs < 1 or cfg.batch_size < 1 or cfg.lr <= 0 or cfg.random_levels < 0:
         raise ValueError("epochs, batch_size and lr must be positive and random_levels >= 0")
+    if cfg.eval_batch_size < 1:
+        raise ValueError(f"eval_batch_size must be positive, got {cfg.eval_batch_size}")
+    if not 0.0 <= cfg.label_smoothing < 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1), got {cfg.label_smoothing}")
+    for name in ("warmup_epochs", "weight_decay", "limit", "threads", "bn_recalibration", "val_recalibration"):
+        value = getattr(cfg, name)
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+    resolve_device(cfg.device)
 
 
 def build_model(cfg: PretrainConfig) -> ThrottleNet:
@@ -384,7 +406,7 @@ def pretrain(
     out = Path(out_dir)
     command = command or shlex.join(sys.argv)
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    device = _resolve_device(cfg.device)
+    device = resolve_device(cfg.device)
     if distributed and not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(backend)
@@ -392,8 +414,7 @@ def pretrain(
     if device.type == "cuda" and distributed:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    set_threads(cfg.threads)
     log = log if rank == 0 else (lambda *a, **k: None)
 
     torch.manual_seed(cfg.seed)
@@ -573,6 +594,7 @@ def evaluate_checkpoint(
 ) -> dict[float, float]:
     """Accuracy per level of a checkpoint on ``split``; on ``test`` (and ``write``) store it in the card."""
     path = Path(path)
+    device = resolve_device(device)
     payload = read_checkpoint(path)
     model, card = model_from_payload(payload, path).to(device).eval(), payload["card"]
     dataset = card.get("dataset")

@@ -93,8 +93,14 @@ class ThrottleNet(nn.Module):
 
     def check_input(self, x: object) -> None:
         """Refuse anything but a float batch of the shape this model was built for."""
+        weights = next(self.parameters(), None)
         if isinstance(x, torch.Tensor) and x.shape[1:] == self.input_shape and x.is_floating_point():
-            return
+            if weights is None or x.dtype == weights.dtype or torch.is_autocast_enabled(x.device.type):
+                return
+            raise ValueError(
+                f"{self.arch}'s weights are {weights.dtype}, its input is {x.dtype}: pass x.to({weights.dtype}) "
+                f"(or convert the model, e.g. model.to({x.dtype}))"
+            )
         shape = "×".join(str(d) for d in self.input_shape)
         if not isinstance(x, torch.Tensor):
             raise ValueError(f"{self.arch} expects a float tensor of shape N×{shape}, got {type(x).__name__}")

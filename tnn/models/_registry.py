@@ -34,6 +34,13 @@ def create_model(name: str, num_classes: int = 10, in_channels: int = 3, **kwarg
     if name not in _MODELS:
         raise ValueError(f"unknown model {name!r}; known models: {', '.join(list_models())}")
     fn = _MODELS[name]
+    for key, value in (("num_classes", num_classes), ("in_channels", in_channels)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"create_model({name!r}): {key} must be a positive int, got {value!r}")
+    size = kwargs.get("input_size")
+    sizes = size if isinstance(size, list | tuple) else [size]
+    if size is not None and not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in sizes):
+        raise ValueError(f"create_model({name!r}): input_size must be a positive int or a list of them, got {size!r}")
     kwargs = {"num_classes": num_classes, "in_channels": in_channels, **kwargs}
     params = inspect.signature(fn).parameters
     accepted = [p for p, v in params.items() if v.kind is not inspect.Parameter.VAR_KEYWORD]
@@ -43,9 +50,7 @@ def create_model(name: str, num_classes: int = 10, in_channels: int = 3, **kwarg
             raise ValueError(f"create_model({name!r}) got unknown arguments {unknown}; it accepts: {accepted}")
     try:
         model = fn(**kwargs)
-    except TypeError as err:
-        if "unexpected keyword argument" not in str(err):
-            raise
-        raise ValueError(f"create_model({name!r}): {err}") from None
+    except TypeError as err:  # a duplicated or mistyped argument: name the model and what went wrong
+        raise ValueError(f"create_model({name!r}, {kwargs}): {err}") from None
     model.arch, model.model_kwargs = name, kwargs
     return model
