@@ -77,6 +77,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         from agents.sweep import baseline_policy
 
         env_id = args.env_id or "tnn/Throttle-v0"
+        if (args.env_kwargs or {}).get("split", "test") != "test":
+            raise ValueError("evaluate-controller evaluates on split 'test' (baselines tune on 'val'): drop split")
         kwargs = {**(args.env_kwargs or {}), "split": "test"}
         policy = baseline_policy(args.target, env_id, kwargs, level=args.level, lam=args.lam, seed=args.seed)
         kwargs = eval_kwargs_for(policy, kwargs)

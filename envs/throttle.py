@@ -441,7 +441,7 @@ class ThrottleEnv(gym.Env):
         if type(action) is np.ndarray and action.shape == (1,):
             a = float(action[0])
         else:
-            arr = np.asarray(action, dtype=np.float64) if not isinstance(action, str) else None
+            arr = np.asarray(action, dtype=np.float64) if not isinstance(action, str | type(None)) else None
             if arr is None or arr.shape not in ((), (1,)):
                 raise ValueError(f"action must be a float array of shape (1,), got {action!r}")
             a = float(arr.reshape(-1)[0])

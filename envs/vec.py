@@ -160,7 +160,7 @@ class ThrottleVecEnv(VecEnv):
         a = np.asarray(actions)
         if env.discrete:
             if a.size != n or a.dtype.kind not in "iu" or a.min() < 0 or a.max() >= len(self.levels):
-                raise ValueError(f"actions must be {n} integers in [0, {len(self.levels)}), got shape {a.shape}")
+                raise ValueError(f"actions must be {n} integers in [0, {len(self.levels)}), got {a.reshape(-1)[:8]!r}")
             return np.maximum(a.reshape(n).astype(np.int64), env._floor)
         if a.shape not in ((n, 1), (n,)):
             raise ValueError(f"actions must have shape ({n}, 1), got {a.shape}")

@@ -774,6 +774,8 @@ def test_evaluate_controller_refuses_bad_lam_and_seed(toy, capsys):
         assert main([*base, *argv]) == 2
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err
+    val = ["evaluate-controller", "oracle", "--env-kwargs", json.dumps({**toy, "split": "val"})]
+    assert main(val) == 2 and "evaluates on split 'test'" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

@@ -87,6 +87,10 @@ def test_corrupt_foreign_and_newer_files_get_clear_errors(model, tmp_path):
     torch.save(model.state_dict(), foreign)
     with pytest.raises(CheckpointError, match="not a TNN checkpoint"):
         tnn.load_checkpoint(foreign)
+    run_state = tmp_path / "last.pt"
+    torch.save({"version": 1, "config": {}, "epoch": 3, "model": {}, "optimizer": {}, "history": []}, run_state)
+    with pytest.raises(CheckpointError, match=r"a tnn pretrain run state .* use the model\.pt beside it"):
+        tnn.load_checkpoint(run_state)
     payload = read_checkpoint(good)
     newer = tmp_path / "newer.pt"
     torch.save({**payload, "version": VERSION + 1}, newer)

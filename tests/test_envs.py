@@ -143,6 +143,8 @@ def test_bad_actions_and_step_before_reset(tiny):
     for bad in (np.array([np.nan]), np.array([np.inf]), np.array([-np.inf]), np.zeros(2), np.zeros((1, 1)), "0.5"):
         with pytest.raises(ValueError):
             env.step(bad)
+    with pytest.raises(ValueError, match=r"action must be a float array of shape \(1,\), got None"):
+        env.step(None)
     assert env.step(np.array([7.5], np.float32))[4]["level"] == len(env.levels) - 1  # clipped to 1
     assert env.step(np.array([-30.0]))[4]["level"] == 0  # clipped to -1 → u_min
     discrete = make(tiny, "tnn/ThrottleDiscrete-v0").unwrapped

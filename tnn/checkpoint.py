@@ -165,6 +165,11 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
         ) from None
     except Exception as err:  # the loader's failures on garbage are many and unspecified; name the file
         raise CheckpointError(f"{path} is corrupt or not a PyTorch file ({describe_error(err)})") from None
+    if isinstance(payload, dict) and {"epoch", "optimizer", "model", "config"} <= set(payload):
+        raise CheckpointError(
+            f"{path} is a tnn pretrain run state (what --resume continues from), not a model checkpoint; "
+            "use the model.pt beside it"
+        )
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(
             f"{path} is a PyTorch file but not a TNN checkpoint (no 'format': {FORMAT!r}); "
