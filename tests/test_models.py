@@ -135,6 +135,7 @@ def test_wrong_input_shape_names_the_expected_shape():
         ({"num_classes": -1}, "num_classes must be a positive int"),
         ({"input_size": 0}, "input_size must be a positive int"),
         ({"depth": 21}, "got multiple values for argument 'depth'"),
+        ({"num_levels": 0}, "num_levels must be a positive integer, got 0"),
     ],
 )
 def test_create_model_names_the_bad_argument(kwargs, message):

@@ -8,7 +8,17 @@ from itertools import chain
 import torch
 from torch import nn
 
-from tnn.layers import STRATEGIES, CostCounter, Setting, ThrottleConv, Watch, check_levels, make_levels, snap_level
+from tnn.layers import (
+    DEFAULT_NUM_LEVELS,
+    STRATEGIES,
+    CostCounter,
+    Setting,
+    ThrottleConv,
+    Watch,
+    check_levels,
+    make_levels,
+    snap_level,
+)
 
 __all__ = ["ThrottleNet", "default_normalization"]
 
@@ -55,7 +65,11 @@ class ThrottleNet(nn.Module):
             raise ValueError("give either levels or num_levels, not both")
         if not isinstance(num_classes, int) or num_classes < 1:
             raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
-        self._levels = check_levels(levels) if levels is not None else make_levels(num_levels or 8)
+        self._levels = (
+            check_levels(levels)
+            if levels is not None
+            else make_levels(DEFAULT_NUM_LEVELS if num_levels is None else num_levels)
+        )
         self.strategy = strategy
         self.num_classes = num_classes
         self.input_shape = tuple(int(d) for d in input_shape)
