@@ -315,8 +315,9 @@ def _write_json(path: Path, obj: Any) -> None:
 
 def _check_types(cfg: PretrainConfig) -> None:
     """Every field has its default's type (an int where a float is due is fine); ValueError naming it."""
+    defaults = PretrainConfig()
     for f in dataclasses.fields(cfg):
-        value, default = getattr(cfg, f.name), getattr(PretrainConfig(), f.name)
+        value, default = getattr(cfg, f.name), getattr(defaults, f.name)
         if default is None:
             ok = value is None or isinstance(value, str | os.PathLike)
         elif isinstance(default, bool):
@@ -324,7 +325,7 @@ def _check_types(cfg: PretrainConfig) -> None:
         elif isinstance(default, float):
             ok = isinstance(value, int | float) and not isinstance(value, bool)
         else:
-            ok = isinstance(value, type(default)) and not (isinstance(value, bool) and not isinstance(default, bool))
+            ok = isinstance(value, type(default)) and not isinstance(value, bool)  # bool is an int, not a count
         if not ok:
             raise ValueError(
                 f"config {f.name!r} must be {type(default).__name__ if default is not None else 'a path'}, "
