@@ -196,7 +196,6 @@ def run_sweep(cfg: SweepConfig, out: str | Path, *, command: str = "") -> list[P
 
     out = Path(out)
     check_env_kwargs(cfg.env_id, cfg.env_kwargs)
-    out.mkdir(parents=True, exist_ok=True)
     text = yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False, allow_unicode=True)
     t_start = time.perf_counter()
     env_kwargs, cost_source = _with_profile_file(cfg.env_id, cfg.env_kwargs, out)
@@ -208,6 +207,7 @@ def run_sweep(cfg: SweepConfig, out: str | Path, *, command: str = "") -> list[P
         for lam in _controller_lams(cfg):
             for r in _controller_runs(cfg, out, lam):
                 _check_reusable(r.item, r.run_dir)
+    out.mkdir(parents=True, exist_ok=True)  # only once every check has passed: a failed start leaves nothing
     atomic_write(out / "config.yml", lambda fh: fh.write(text.encode()))
     if command:
         atomic_write(out / "command.txt", lambda fh: fh.write((command + "\n").encode()))
@@ -619,6 +619,7 @@ def _with_profile_file(env_id: str, env_kwargs: Mapping[str, Any], out: Path) ->
     if kwargs.get("profile") is not None or base.profile.latency_source == "measured":  # a file: nothing to pin
         return kwargs, f"profile measured on {device} (latency measured, energy source {base.profile.energy_source})"
     _log(f"note: {source}; costs come from a FLOPs model, not a measurement")
+    out.mkdir(parents=True, exist_ok=True)
     kwargs["profile"] = str(base.profile.save(out / "profile-flops-model.json"))
     return kwargs, "FLOPs model (no measured profile found), not a measurement"
 

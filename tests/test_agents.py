@@ -1187,3 +1187,15 @@ def test_pareto_refuses_an_env_the_algorithm_cannot_train_on(toy, tmp_path):
         with pytest.raises(ValueError, match=f"--algo {algo} cannot train on"):
             run_sweep(cfg, tmp_path / algo)
         assert not (tmp_path / algo / "config.yml").exists()
+
+
+def test_pareto_that_fails_to_start_writes_nothing(toy, tmp_path, capsys):
+    import json
+
+    from tnn.cli import main
+
+    out = tmp_path / "study"
+    kwargs = {**toy, "checkpoint": str(tmp_path / "missing.pt")}
+    assert main(["pareto", "--out", str(out), "--env-kwargs", json.dumps(kwargs), "--methods", "static"]) == 2
+    assert "missing.pt" in capsys.readouterr().err
+    assert not out.exists()  # a failed start leaves no empty study directory behind
