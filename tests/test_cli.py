@@ -171,13 +171,16 @@ def test_report_pairs_tnn_levels_with_standalone_networks_of_equal_cost(tmp_path
         ("twin", twin, "vanilla", {"1": 91.0}),
         ("half", half, "vanilla", {"1": 68.5}),
         ("other", other, "vanilla", {"1": 80.0}),
+        ("longer", twin, "vanilla", {"1": 93.0}),  # the twin's cost, but a longer schedule: not paired
     ]:
         paths[name] = tmp_path / name / "model.pt"
         paths[name].parent.mkdir()
-        tnn.save_checkpoint(model, paths[name], dataset="fashion_mnist", variant=variant, accuracy=acc)
+        made = {"epochs": 30 if name == "longer" else 10}
+        tnn.save_checkpoint(model, paths[name], dataset="fashion_mnist", variant=variant, accuracy=acc, made=made)
     table = baseline_comparison(list(paths.values()))
     rows = [line for line in table.splitlines() if line.startswith("| `t`")]
-    assert len(rows) == 2, table  # the twin (u=1) and the half-width net (u=0.5); "other" matches no level
+    assert len(rows) == 2, table  # the twin (u=1) and the half-width net (u=0.5); "other" matches no level,
+    # and "longer" was trained three times as long
     assert rows[0].startswith("| `t` at u=0.5 | 70.00 | `half` (vanilla) | 68.50 |") and rows[0].endswith("| +1.50 |")
     assert rows[1].startswith("| `t` at u=1 | 90.00 | `twin` (vanilla) | 91.00 |") and rows[1].endswith("| -1.00 |")
     assert tnn_model.flops(0.5) == half.flops(1.0)  # the pairing is by cost, and these cost the same

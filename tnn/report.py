@@ -62,8 +62,10 @@ def baseline_comparison(
     paths: Sequence[str | os.PathLike], *, cards: Sequence[dict] | None = None, rel_tol: float = 0.02
 ) -> str:
     """Each throttleable network's levels against the standalone networks (vanilla twins, narrower nets)
-    of the same architecture and data set that cost the same: a standalone network is paired with the
-    TNN level whose FLOPs per input are within ``rel_tol`` of its own. Empty when no pair exists."""
+    of the same architecture, data set and training length that cost the same: a standalone network is
+    paired with the TNN level whose FLOPs per input are within ``rel_tol`` of its own. Networks trained
+    for different numbers of epochs are not compared (a longer schedule alone moves accuracy by points).
+    Empty when no pair exists."""
     if cards is None:
         cards = [_card(p) for p in paths]
     named = sorted(zip([_name(Path(p)) for p in paths], cards, strict=True), key=lambda nc: nc[0])
@@ -74,7 +76,11 @@ def baseline_comparison(
             continue
         flops = card["flops"]["1"]
         for tname, tcard in tnns:
-            if (tcard["arch"], tcard.get("dataset")) != (card["arch"], card.get("dataset")):
+            if (tcard["arch"], tcard.get("dataset"), _epochs(tcard)) != (
+                card["arch"],
+                card.get("dataset"),
+                _epochs(card),
+            ):
                 continue
             for u, tflops in tcard["flops"].items():
                 if abs(tflops - flops) <= rel_tol * flops and u in tcard.get("accuracy", {}):
@@ -86,13 +92,17 @@ def baseline_comparison(
     if not rows:
         return ""
     head = [
-        "Each TNN level against the standalone networks of the same architecture, data set and cost (FLOPs within "
-        f"{rel_tol:.0%}); the commands above say how each was trained:",
+        "Each TNN level against the standalone networks of the same architecture, data set, number of training "
+        f"epochs and cost (FLOPs within {rel_tol:.0%}); the commands above say how each was trained:",
         "",
         "| TNN level | test % | standalone network | test % | MFLOPs (TNN / standalone) | TNN − standalone (pt) |",
         "|---|---:|---|---:|---:|---:|",
     ]
     return "\n".join(head + rows)
+
+
+def _epochs(card: dict) -> object:
+    return card.get("made", {}).get("epochs")
 
 
 def _name(path: Path) -> str:
