@@ -202,7 +202,12 @@ def add_cli(sub: Any) -> None:
     p = sub.add_parser("train-controller", help="train a throttling controller (SB3: ppo, a2c, sac, dqn)")
     p.add_argument("--algo", default="ppo", choices=["ppo", "a2c", "sac", "dqn"])
     p.add_argument("--env-id", default=None, help="default tnn/Throttle-v0 (tnn/ThrottleDiscrete-v0 for dqn)")
-    p.add_argument("--reward", default="linear", help="built-in reward name of the env (default: linear)")
+    p.add_argument(
+        "--reward",
+        default="linear",
+        help="reward of the env: a built-in name (default: linear) or your own as 'module:attr' "
+        "(a class gets --env-kwargs' reward_kwargs; the module must be importable, e.g. PYTHONPATH=.)",
+    )
     p.add_argument("--lam", type=float, default=None, help="trade-off weight λ of the linear reward")
     p.add_argument("--env-kwargs", type=_json_arg, default=None, metavar="JSON", help="extra gymnasium.make kwargs")
     p.add_argument("--hyperparams", type=_json_arg, default=None, metavar="JSON", help="override YAML hyperparameters")

@@ -212,6 +212,14 @@ def load_vecnormalize(path: str | Path, venv: Any = None) -> Any:
     return vecnorm
 
 
+def _overspent(reward_fn: Any) -> bool:
+    """A budget reward's episode spent more than its total; False for a reward that keeps no such numbers
+    (a user's reward may have ``spent`` without ``total``, or neither)."""
+    spent, total = getattr(reward_fn, "spent", None), getattr(reward_fn, "total", None)
+    numbers = all(isinstance(v, int | float | np.number) and not isinstance(v, bool) for v in (spent, total))
+    return numbers and float(spent) > float(total) + 1e-12
+
+
 def evaluate_policy(policy: Any, env: Any, *, seed: int = 0, progress: bool = False) -> dict[str, Any]:
     """Run ``policy`` over every sample of the split once; ``env`` is one sequential env or a list of them.
 
@@ -280,8 +288,7 @@ def evaluate_policy(policy: Any, env: Any, *, seed: int = 0, progress: bool = Fa
             if terminated or truncated:
                 episodes += 1
                 fn = envs[k].unwrapped.reward_fn
-                spent, total = getattr(fn, "spent", None), getattr(fn, "total", None)
-                if terminated or (spent is not None and np.isscalar(spent) and float(spent) > float(total) + 1e-12):
+                if terminated or _overspent(fn):
                     violations += 1
                 obs[k] = start(k, k_envs - 1, None)
         if bar is not None:

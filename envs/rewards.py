@@ -242,18 +242,67 @@ REWARDS: dict[str, Callable[..., Any]] = {
 
 
 def make_reward(reward: str | Callable[[dict], float], **kwargs: Any) -> Callable[[dict], float]:
-    """A reward object from a registered name (with its keyword arguments) or a callable as is."""
+    """A reward object from a registered name (with its keyword arguments), an import spec, or a callable as is.
+
+    An import spec ``"module:attr"`` (as gymnasium's entry points) names your own reward, so that it
+    works wherever a name does — ``--env-kwargs`` of ``tnn train-controller`` / ``tnn pareto``, and the
+    ``eval_env.json`` a controller is evaluated with: a class there is instantiated with the keyword
+    arguments (``reward_kwargs``), any other callable is the reward itself.
+    """
     if isinstance(reward, str):
+        if ":" in reward:
+            return _imported_reward(reward, kwargs)
         if reward not in REWARDS:
-            raise RewardError(f"unknown reward {reward!r}; choose one of {', '.join(REWARDS)} or pass a callable")
+            raise RewardError(
+                f"unknown reward {reward!r}; choose one of {', '.join(REWARDS)}, "
+                "name your own as 'module:attr', or pass a callable"
+            )
         try:
             return REWARDS[reward](**kwargs)
         except TypeError as err:
             raise RewardError(f"reward {reward!r}: {err}") from None
     if not callable(reward):
         raise RewardError(
-            f"reward must be a name ({', '.join(REWARDS)}) or a callable f(info) -> float, got {reward!r}"
+            f"reward must be a name ({', '.join(REWARDS)}), 'module:attr' or a callable f(info) -> float, "
+            f"got {reward!r}"
         )
     if kwargs:
         raise RewardError("reward_kwargs apply to a named reward; configure your callable yourself")
     return reward
+
+
+def _imported_reward(spec: str, kwargs: dict[str, Any]) -> Callable[[dict], float]:
+    """The reward an import spec ``"module:attr"`` names; RewardError saying what is wrong if none."""
+    import importlib
+    import inspect
+
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise RewardError(f"reward {spec!r}: an import spec is 'module:attr', e.g. 'my_rewards:EnergyBudget'")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise RewardError(
+            f"reward {spec!r}: cannot import {module_name!r} ({err}); put it on the Python path "
+            f"(e.g. PYTHONPATH=. when {module_name}.py is in this directory)"
+        ) from None
+    try:
+        target: Any = module
+        for part in attr.split("."):
+            target = getattr(target, part)
+    except AttributeError:
+        raise RewardError(f"reward {spec!r}: module {module_name!r} has no attribute {attr!r}") from None
+    if inspect.isclass(target):
+        try:
+            target = target(**kwargs)
+        except TypeError as err:
+            raise RewardError(f"reward {spec!r}: {err}") from None
+    elif kwargs:
+        raise RewardError(
+            f"reward {spec!r} is a function, not a class: reward_kwargs {sorted(kwargs)} cannot configure it"
+        )
+    if not callable(target):
+        raise RewardError(
+            f"reward {spec!r} is not callable (a reward is f(info) -> float); got {type(target).__name__}"
+        )
+    return target

@@ -199,7 +199,7 @@ class ThrottleEnv(gym.Env):
     - ``observation``: "features" (default), "pixels" or "none".
     - ``preview_level``: the level (index, default 0: the lowest) the features preview runs at; a
       deeper preview costs more and tells the controller more (observation="features" only).
-    - ``reward``, ``reward_kwargs``: a reward name and its arguments, or a callable.
+    - ``reward``, ``reward_kwargs``: a reward name (or your own as ``"module:attr"``) and its arguments, or a callable.
     - ``budget``: shorthand for ``reward_kwargs["rate"]`` of the budget rewards (float or (low, high)).
     - ``cost_metric``: "energy" (default), "latency" or "flops" — what ``cost`` measures.
     - ``u_min``: smallest u the continuous action reaches (default: the lowest level).

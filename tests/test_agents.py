@@ -1199,3 +1199,36 @@ def test_pareto_that_fails_to_start_writes_nothing(toy, tmp_path, capsys):
     assert main(["pareto", "--out", str(out), "--env-kwargs", json.dumps(kwargs), "--methods", "static"]) == 2
     assert "missing.pt" in capsys.readouterr().err
     assert not out.exists()  # a failed start leaves no empty study directory behind
+
+
+def test_train_and_evaluate_a_controller_on_the_users_own_reward(toy, tmp_path, monkeypatch, capsys):
+    import json
+
+    from tnn.cli import main
+
+    (tmp_path / "user_rewards_cli.py").write_text(
+        "class Capped:\n"  # keeps `spent` but no `total`: evaluation must not read it as a built-in budget
+        "    def __init__(self, lam, cap):\n"
+        "        self.lam, self.cap = lam, cap\n"
+        "    def reset(self, rng=None):\n"
+        "        self.spent, self.terminated = 0.0, False\n"
+        "    def __call__(self, info):\n"
+        "        self.spent += info['cost']\n"
+        "        self.terminated = self.spent > self.cap\n"
+        "        return float(info['correct']) - self.lam * info['cost']\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    out = tmp_path / "run"
+    kwargs = {**toy, "reward_kwargs": {"lam": 0.2, "cap": 40}}
+    argv = ["train-controller", "--timesteps", "256", "--n-envs", "16", "--no-progress"]
+    argv += ["--hyperparams", '{"batch_size": 256}', "--env-kwargs", json.dumps(kwargs)]
+    assert main([*argv, "--reward", "user_rewards_cli:Capped", "--out", str(out)]) == 0
+    spec = json.loads((out / "eval_env.json").read_text())["kwargs"]
+    assert spec["reward"] == "user_rewards_cli:Capped" and spec["reward_kwargs"] == {"lam": 0.2, "cap": 40}
+    trained = json.loads((out / "metrics.json").read_text())["test"]
+    assert main(["evaluate-controller", str(out), "--no-progress"]) == 0  # rebuilt from eval_env.json alone
+    assert json.loads((out / "evaluation.json").read_text())["accuracy"] == pytest.approx(trained["accuracy"])
+    bad = tmp_path / "bad"
+    assert main([*argv, "--reward", "user_rewards_cli:Nope", "--out", str(bad)]) == 2
+    assert "has no attribute 'Nope'" in capsys.readouterr().err
+    assert not bad.exists()

@@ -575,3 +575,54 @@ def test_results_paths_resolve_from_any_working_directory(tmp_path, monkeypatch)
     assert in_results("elsewhere/model.pt") == Path("elsewhere/model.pt")
     with pytest.raises(ValueError, match="not a file nor a shipped model"):
         resolve_checkpoint("results/models/nothing/model.pt")
+
+
+REWARD_MODULE = '''
+class Capped:
+    """correct - lam * cost, and -1 once the episode has spent more than `cap` u=1 calls."""
+
+    def __init__(self, lam, cap=1e9):
+        self.lam, self.cap = lam, cap
+
+    def reset(self, rng=None):
+        self.spent, self.terminated = 0.0, False
+
+    def __call__(self, info):
+        self.spent += info["cost"]
+        self.terminated = self.spent > self.cap
+        return -1.0 if self.terminated else float(info["correct"]) - self.lam * info["cost"]
+
+
+def accuracy(info):
+    return float(info["correct"])
+
+
+NOT_A_REWARD = 3
+'''
+
+
+def test_reward_named_by_import_spec(tiny, tmp_path, monkeypatch):
+    (tmp_path / "user_rewards_envs.py").write_text(REWARD_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    env = make(tiny, reward="user_rewards_envs:Capped", reward_kwargs={"lam": 0.5, "cap": 2.5}, episode_length=50)
+    env.reset(seed=0)
+    steps, term = 0, False
+    while not term:
+        _, r, term, _, info = env.step(env.unwrapped.action_for_level(7))
+        steps += 1
+        assert r == (-1.0 if term else float(info["correct"]) - 0.5 * info["cost"])
+    assert steps == 3  # three u=1 calls spend 3 > 2.5
+    env = make(tiny, reward="user_rewards_envs:accuracy")
+    env.reset(seed=0)
+    _, r, _, _, info = env.step(env.unwrapped.action_for_level(0))
+    assert r == float(info["correct"])
+    for spec, kwargs, message in [
+        ("no_such_module_xyz:R", {}, "cannot import 'no_such_module_xyz'.*PYTHONPATH"),
+        ("user_rewards_envs:Nope", {}, "has no attribute 'Nope'"),
+        ("user_rewards_envs:NOT_A_REWARD", {}, "not callable"),
+        ("user_rewards_envs:accuracy", {"lam": 1}, "is a function, not a class"),
+        ("user_rewards_envs:Capped", {"lambda": 1}, "user_rewards_envs:Capped.*lambda"),
+        (":Capped", {}, "an import spec is 'module:attr'"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            make(tiny, reward=spec, reward_kwargs=kwargs)
