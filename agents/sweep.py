@@ -100,6 +100,13 @@ class SweepConfig:
             raise ValueError(f"preview_levels must be distinct level indices (ints >= 0), got {self.preview_levels!r}")
         if not 0.0 <= float(self.select_holdout) < 1.0:
             raise ValueError(f"select_holdout must be a fraction in [0, 1), got {self.select_holdout!r}")
+        fixed = sorted({"reward", "reward_kwargs", "budget"} & set(self.env_kwargs))
+        if fixed:
+            raise ValueError(
+                f"tnn pareto sweeps λ of the linear reward (correct − λ·cost), so env kwarg(s) {', '.join(fixed)} "
+                "would be overridden: drop them from --env-kwargs (a controller on another reward trains with "
+                "tnn train-controller --reward, and tnn evaluate-controller measures it)"
+            )
 
 
 def _nonneg_number(value: Any) -> bool:

@@ -1232,3 +1232,16 @@ def test_train_and_evaluate_a_controller_on_the_users_own_reward(toy, tmp_path, 
     assert main([*argv, "--reward", "user_rewards_cli:Nope", "--out", str(bad)]) == 2
     assert "has no attribute 'Nope'" in capsys.readouterr().err
     assert not bad.exists()
+
+
+def test_pareto_refuses_a_reward_it_would_override(toy, tmp_path, capsys):
+    import json
+
+    from tnn.cli import main
+
+    out = tmp_path / "study"
+    for extra in ({"reward": "budget"}, {"reward_kwargs": {"lam": 0.5}}, {"budget": 0.5}):
+        argv = ["pareto", "--out", str(out), "--env-kwargs", json.dumps({**toy, **extra}), "--methods", "static"]
+        assert main(argv) == 2
+        assert f"env kwarg(s) {next(iter(extra))} would be overridden" in capsys.readouterr().err
+    assert not out.exists()
