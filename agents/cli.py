@@ -66,6 +66,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if args.seed < 0:
         raise ValueError(f"--seed must be >= 0, got {args.seed}")
     target = Path(args.target)
+    takes = {"static": {"level"}, "cascade": {"lam"}, "bandit": {"lam"}}.get(args.target, set())
+    for flag in ("level", "lam"):
+        if getattr(args, flag) is not None and flag not in takes:
+            what = "a trained controller" if target.is_dir() else f"the {args.target} baseline"
+            users = "static takes" if flag == "level" else "cascade and bandit take"
+            raise ValueError(f"--{flag} does not apply to {what} (only {users} it): drop it")
     if target.is_dir():
         policy, spec = load_controller(target)
         env_id, kwargs = spec["id"], {**spec["kwargs"], **(args.env_kwargs or {})}
@@ -80,7 +86,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         if (args.env_kwargs or {}).get("split", "test") != "test":
             raise ValueError("evaluate-controller evaluates on split 'test' (baselines tune on 'val'): drop split")
         kwargs = {**(args.env_kwargs or {}), "split": "test"}
-        policy = baseline_policy(args.target, env_id, kwargs, level=args.level, lam=args.lam, seed=args.seed)
+        lam = 0.5 if args.lam is None else args.lam
+        policy = baseline_policy(args.target, env_id, kwargs, level=args.level, lam=lam, seed=args.seed)
         kwargs = eval_kwargs_for(policy, kwargs)
         out = args.out
     env = make_eval_env(env_id, kwargs, copies=EVAL_COPIES if hasattr(policy, "predict_batch") else 1)
@@ -225,7 +232,9 @@ def add_cli(sub: Any) -> None:
     p.add_argument("--env-id", default=None)
     p.add_argument("--env-kwargs", type=_json_arg, default=None, metavar="JSON")
     p.add_argument("--level", type=int, default=None, help="static: the level index (default: the top level)")
-    p.add_argument("--lam", type=float, default=0.5, help="cascade/bandit: trade-off λ they are tuned for on val")
+    p.add_argument(
+        "--lam", type=float, default=None, help="cascade/bandit: trade-off λ they are tuned for on val (default 0.5)"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="metrics JSON (default for a run: RUN_DIR/evaluation.json)")
     p.add_argument("--no-progress", action="store_true")

@@ -631,6 +631,32 @@ def test_evaluate_baseline_cli(toy, tmp_path):
     assert main(["evaluate-controller", "nonsense", "--env-kwargs", json.dumps(toy)]) == 2
 
 
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["static", "--lam", "0.1"], "--lam does not apply to the static baseline (only cascade and bandit take it)"),
+        (["random", "--level", "2"], "--level does not apply to the random baseline (only static takes it)"),
+        (["cascade", "--level", "2"], "--level does not apply to the cascade baseline"),
+        (["oracle", "--lam", "0.1"], "--lam does not apply to the oracle baseline"),
+    ],
+)
+def test_evaluate_controller_refuses_a_flag_its_target_ignores(toy, tmp_path, capsys, argv, message):
+    import json
+
+    from tnn.cli import main
+
+    out = tmp_path / "m.json"
+    assert main(["evaluate-controller", *argv, "--env-kwargs", json.dumps(toy), "--out", str(out)]) == 2
+    assert message in capsys.readouterr().err and not out.exists()
+
+
+def test_evaluate_controller_refuses_baseline_flags_for_a_run(run_dir, capsys):
+    from tnn.cli import main
+
+    assert main(["evaluate-controller", str(run_dir), "--lam", "0.1"]) == 2
+    assert "--lam does not apply to a trained controller" in capsys.readouterr().err
+
+
 def test_space_mismatch_is_refused(run_dir, toy):
     from agents.evaluate import SpaceMismatchError, evaluate_policy, load_controller, make_eval_env
 
