@@ -129,18 +129,27 @@ def test_wrong_input_shape_names_the_expected_shape():
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "message"),
+    ("name", "kwargs", "message"),
     [
-        ({"in_channels": 0}, "in_channels must be a positive int"),
-        ({"num_classes": -1}, "num_classes must be a positive int"),
-        ({"input_size": 0}, "input_size must be a positive int"),
-        ({"depth": 21}, "got multiple values for argument 'depth'"),
-        ({"num_levels": 0}, "num_levels must be a positive integer, got 0"),
+        ("resnet20", {"in_channels": 0}, "in_channels must be a positive int"),
+        ("resnet20", {"num_classes": -1}, "num_classes must be a positive int"),
+        ("resnet20", {"input_size": 0}, "input_size must be a positive int"),
+        ("resnet20", {"depth": 21}, "got multiple values for argument 'depth'"),
+        ("resnet20", {"num_levels": 0}, "num_levels must be a positive integer, got 0"),
+        (
+            "resnet20",
+            {"widths": [0, 16, 32]},
+            "widths must be a list of positive ints (channels per stage), got [0, 16",
+        ),
+        ("resnet20", {"widths": []}, "widths must be a list of positive ints"),
+        ("resnext29_8x16d", {"cardinality": 0}, "cardinality must be a positive int, got 0"),
+        ("densenet_bc_52", {"growth": 1.5}, "growth must be a positive int, got 1.5"),
+        ("c3d_small", {"input_size": 16}, "input_size of a clip model must be (frames, height, width)"),
     ],
 )
-def test_create_model_names_the_bad_argument(kwargs, message):
+def test_create_model_names_the_bad_argument(name, kwargs, message):
     with pytest.raises(ValueError, match=re.escape(message)):
-        tnn.create_model("resnet20", **kwargs)
+        tnn.create_model(name, **kwargs)
 
 
 @pytest.mark.parametrize("name", [n for n in tnn.list_models() if not n.startswith("c3d")])

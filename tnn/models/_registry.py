@@ -41,6 +41,19 @@ def create_model(name: str, num_classes: int = 10, in_channels: int = 3, **kwarg
     sizes = size if isinstance(size, list | tuple) else [size]
     if size is not None and not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in sizes):
         raise ValueError(f"create_model({name!r}): input_size must be a positive int or a list of them, got {size!r}")
+    for key in (
+        "widths",
+        "stem_width",
+        "base_width",
+        "cardinality",
+        "growth",
+    ):  # channel counts, where a model has them
+        if key in kwargs:
+            value = kwargs[key]
+            counts = value if isinstance(value, list | tuple) and key == "widths" else [value]
+            if not counts or not all(isinstance(c, int) and not isinstance(c, bool) and c >= 1 for c in counts):
+                what = "a list of positive ints (channels per stage)" if key == "widths" else "a positive int"
+                raise ValueError(f"create_model({name!r}): {key} must be {what}, got {value!r}")
     kwargs = {"num_classes": num_classes, "in_channels": in_channels, **kwargs}
     params = inspect.signature(fn).parameters
     accepted = [p for p, v in params.items() if v.kind is not inspect.Parameter.VAR_KEYWORD]

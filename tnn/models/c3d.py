@@ -37,8 +37,10 @@ class C3D(ThrottleNet):
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
     ) -> None:
-        if len(input_size) != 3:
-            raise ValueError(f"input_size must be (frames, height, width), got {input_size}")
+        if not isinstance(input_size, Sequence) or len(input_size) != 3:
+            raise ValueError(
+                f"input_size of a clip model must be (frames, height, width), e.g. (16, 32, 32); got {input_size!r}"
+            )
         super().__init__(
             input_shape=(in_channels, *input_size),
             num_classes=num_classes,
