@@ -245,9 +245,9 @@ def make_reward(reward: str | Callable[[dict], float], **kwargs: Any) -> Callabl
     """A reward object from a registered name (with its keyword arguments), an import spec, or a callable as is.
 
     An import spec ``"module:attr"`` (as gymnasium's entry points) names your own reward, so that it
-    works wherever a name does — ``--env-kwargs`` of ``tnn train-controller`` / ``tnn pareto``, and the
-    ``eval_env.json`` a controller is evaluated with: a class there is instantiated with the keyword
-    arguments (``reward_kwargs``), any other callable is the reward itself.
+    works wherever a name does — ``tnn train-controller --reward`` and the ``eval_env.json`` a
+    controller is evaluated with: a class there is instantiated with the keyword arguments
+    (``reward_kwargs``), any other callable is the reward itself.
     """
     if isinstance(reward, str):
         if ":" in reward:

@@ -76,11 +76,7 @@ def baseline_comparison(
             continue
         flops = card["flops"]["1"]
         for tname, tcard in tnns:
-            if (tcard["arch"], tcard.get("dataset"), _epochs(tcard)) != (
-                card["arch"],
-                card.get("dataset"),
-                _epochs(card),
-            ):
+            if _peers(tcard) != _peers(card):
                 continue
             for u, tflops in tcard["flops"].items():
                 if abs(tflops - flops) <= rel_tol * flops and u in tcard.get("accuracy", {}):
@@ -101,8 +97,9 @@ def baseline_comparison(
     return "\n".join(head + rows)
 
 
-def _epochs(card: dict) -> object:
-    return card.get("made", {}).get("epochs")
+def _peers(card: dict) -> tuple:
+    """What two networks must share to be compared: architecture, data set and training epochs."""
+    return card["arch"], card.get("dataset"), card.get("made", {}).get("epochs")
 
 
 def _name(path: Path) -> str:

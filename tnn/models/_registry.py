@@ -29,6 +29,9 @@ def list_models(pattern: str = "*") -> list[str]:
     return sorted(n for n in _MODELS if fnmatch.fnmatchcase(n, pattern))
 
 
+_CHANNEL_COUNTS = ("widths", "stem_width", "base_width", "cardinality", "growth")  # where a model has them
+
+
 def create_model(name: str, num_classes: int = 10, in_channels: int = 3, **kwargs: Any) -> ThrottleNet:
     """Build a registered model; the arguments are recorded so a checkpoint can rebuild it."""
     if name not in _MODELS:
@@ -41,13 +44,7 @@ def create_model(name: str, num_classes: int = 10, in_channels: int = 3, **kwarg
     sizes = size if isinstance(size, list | tuple) else [size]
     if size is not None and not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in sizes):
         raise ValueError(f"create_model({name!r}): input_size must be a positive int or a list of them, got {size!r}")
-    for key in (
-        "widths",
-        "stem_width",
-        "base_width",
-        "cardinality",
-        "growth",
-    ):  # channel counts, where a model has them
+    for key in _CHANNEL_COUNTS:
         if key in kwargs:
             value = kwargs[key]
             counts = value if isinstance(value, list | tuple) and key == "widths" else [value]
