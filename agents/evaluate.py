@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from agents.env_kwargs import check_env_kwargs
+from agents.safe_load import RunFileError, load_model, load_pickle
 from tnn.checkpoint import atomic_write, describe_error
 
 __all__ = [
@@ -152,7 +153,9 @@ def load_controller(run_dir: str | Path, device: str = "cpu") -> tuple[SB3Policy
     algo = spec.get("algo", "ppo")
     cls = algo_class(algo)
     try:
-        model = cls.load(run / "model.zip", device=device)
+        model = load_model(cls, run / "model.zip", device=device, predict_only=True)
+    except RunFileError:
+        raise
     except Exception as err:  # SB3's failures on a truncated, foreign or mismatched zip are many: name the file
         raise ValueError(
             f"{run / 'model.zip'} could not be loaded as a {algo.upper()} policy (as {spec_path.name} says) "
@@ -190,20 +193,13 @@ def run_normalizes(run_dir: str | Path) -> bool:
 def load_vecnormalize(path: str | Path, venv: Any = None) -> Any:
     """SB3's ``VecNormalize`` pickle of a run of ours, for ``venv`` (statistics only, frozen, without one).
 
-    A truncated or foreign file is a ValueError naming it, not an unpickling traceback.
+    Unpickled with an allow-list of data classes (:mod:`agents.safe_load`): a truncated, foreign or
+    code-carrying file is a ValueError naming it, never code run or an unpickling traceback.
     """
-    import pickle
-
     from stable_baselines3.common.vec_env import VecNormalize
 
     fix = "restore it from the run, or retrain the run (another --out)"
-    try:
-        with open(path, "rb") as fh:
-            vecnorm = pickle.load(fh)  # written by this package's training; never load pickles from elsewhere
-    except Exception as err:  # truncated or foreign: unpickling errors are many and unspecified
-        raise ValueError(f"{path} is corrupt or not VecNormalize statistics ({describe_error(err)}); {fix}") from None
-    if not isinstance(vecnorm, VecNormalize):
-        raise ValueError(f"{path} holds a {type(vecnorm).__name__}, not VecNormalize statistics; {fix}")
+    vecnorm = load_pickle(path, VecNormalize, "VecNormalize statistics", fix)
     if venv is not None:
         vecnorm.set_venv(venv)
         return vecnorm

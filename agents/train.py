@@ -37,6 +37,7 @@ from agents.evaluate import (
     on_split,
     write_json,
 )
+from agents.safe_load import load_model, load_pickle
 from tnn.checkpoint import atomic_write
 
 __all__ = [
@@ -287,6 +288,9 @@ def train_controller(cfg: TrainConfig, out: str | Path, *, resume: bool = False,
         torch.set_num_threads(threads)
 
 
+_RESUME_FIX = "restore it, or delete it if it is a checkpoint (the run resumes from an earlier one), or train afresh"
+
+
 def _required(path: Path) -> Path:
     if not path.is_file():
         raise FileNotFoundError(
@@ -335,20 +339,26 @@ def _train_controller(cfg: TrainConfig, out: str | Path, *, resume: bool, comman
     if meta["normalize"]:
         venv = VecNormalize(venv, **{"gamma": algo_kwargs.get("gamma", 0.99), **meta["normalize_kwargs"]})
     cls = algo_class(cfg.algo)
+    # the schedules the archive may hold as pickled closures come from this run's hyperparameters
+    schedules = {k: algo_kwargs[k] for k in ("learning_rate", "clip_range", "clip_range_vf") if k in algo_kwargs}
     done_steps = 0
     if latest is not None:
         done_steps, path = latest
         if isinstance(venv, VecNormalize):
             venv = load_vecnormalize(_required(ckpt_dir / f"rl_model_vecnormalize_{done_steps}_steps.pkl"), venv.venv)
-        model = cls.load(path, env=venv, device=cfg.device)
+        model = load_model(cls, path, env=venv, device=cfg.device, overrides=schedules, fix=_RESUME_FIX)
         buffer = ckpt_dir / f"rl_model_replay_buffer_{done_steps}_steps.pkl"
-        if buffer.is_file() and hasattr(model, "load_replay_buffer"):
-            model.load_replay_buffer(buffer)
+        if buffer.is_file() and hasattr(model, "replay_buffer"):
+            from stable_baselines3.common.buffers import ReplayBuffer
+
+            # what SB3's load_replay_buffer does, with the allow-list unpickler instead of pickle.load
+            model.replay_buffer = load_pickle(buffer, ReplayBuffer, "an SB3 replay buffer", _RESUME_FIX)
+            model.replay_buffer.device = model.device
         print(f"resuming {out} from {path.name} ({done_steps:,} of {timesteps:,} steps)")
     elif resume:  # a finished run: continue it up to --timesteps (or just re-evaluate it)
         if isinstance(venv, VecNormalize):
             venv = load_vecnormalize(_required(out / "vecnormalize.pkl"), venv.venv)
-        model = cls.load(out / "model.zip", env=venv, device=cfg.device)
+        model = load_model(cls, out / "model.zip", env=venv, device=cfg.device, overrides=schedules, fix=_RESUME_FIX)
         done_steps = int(model.num_timesteps)
         print(f"resuming {out} from model.zip ({done_steps:,} of {timesteps:,} steps)")
     else:

@@ -811,7 +811,7 @@ def test_evaluate_controller_refuses_bad_lam_and_seed(toy, capsys):
         ("eval_env.json", '{"kwargs": {}}', "is not an eval-env spec"),
         ("eval_env.json", "{", "eval_env.json is not valid JSON"),
         ("config.yml", "meta: [", "config.yml is not valid YAML"),
-        ("model.zip", "PK", "model.zip could not be loaded as a PPO policy"),
+        ("model.zip", "PK", "model.zip is not an SB3 model archive (BadZipFile"),
     ],
 )
 def test_a_damaged_controller_run_is_named(tiny_run, tmp_path, capsys, name, text, message):
@@ -853,6 +853,55 @@ def test_missing_or_corrupt_vecnormalize_is_named(toy, tiny_run, tmp_path):
     cfg = TrainConfig(lam=0.1, env_kwargs=dict(toy), timesteps=512, n_envs=16, hyperparams={"batch_size": 256})
     with pytest.raises(FileNotFoundError, match=r"vecnormalize\.pkl is missing"):
         train_controller(cfg, run, resume=True)
+
+
+class _Trap:
+    """Unpickling it runs os.mkdir(path): what a tampered run file could do with a plain pickle.load."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        import os
+
+        return (os.mkdir, (self.path,))
+
+
+def test_run_files_carrying_code_are_refused_unrun(tiny_run, tmp_path):
+    import base64
+    import json
+    import pickle
+    import zipfile
+
+    from agents.evaluate import load_controller
+    from agents.safe_load import UnsafePickleError, restricted_loads
+
+    run, marker = _copy_run(tiny_run, tmp_path), tmp_path / "ran"
+    assert load_controller(run)[0].vecnormalize.obs_rms  # the real files load through the allow-list
+    with pytest.raises(UnsafePickleError, match=r"(posix|os)\.mkdir"):
+        restricted_loads(pickle.dumps(_Trap(marker)))
+
+    (run / "vecnormalize.pkl").write_bytes(pickle.dumps(_Trap(marker)))
+    with pytest.raises(ValueError, match=r"vecnormalize\.pkl is not VecNormalize statistics: .*mkdir.*never unpickles"):
+        load_controller(run)
+    assert not marker.exists()
+    (run / "vecnormalize.pkl").write_bytes(pickle.dumps({"a": 1}))  # data, but not statistics
+    with pytest.raises(ValueError, match="holds a dict, not VecNormalize"):
+        load_controller(run)
+    other = _copy_run(tiny_run, tmp_path / "b")
+
+    archive = other / "model.zip"
+    with zipfile.ZipFile(archive) as zf:
+        entries = {name: zf.read(name) for name in zf.namelist()}
+    data = json.loads(entries["data"])
+    data["observation_space"][":serialized:"] = base64.b64encode(pickle.dumps(_Trap(marker))).decode()
+    entries["data"] = json.dumps(data).encode()
+    with zipfile.ZipFile(archive, "w") as zf:
+        for name, payload in entries.items():
+            zf.writestr(name, payload)
+    with pytest.raises(ValueError, match=r"model\.zip: its 'observation_space' is pickled code \(.*mkdir"):
+        load_controller(other)
+    assert not marker.exists()
 
 
 def test_pareto_refuses_a_stale_controller_run(toy, tmp_path):
@@ -985,7 +1034,7 @@ def test_pareto_sweep_with_controllers(toy, tmp_path):
         ("dqn", {"learning_starts": 100, "buffer_size": 5000, "target_update_interval": 100}),
     ],
 )
-def test_other_algorithms_train_and_evaluate(toy, tmp_path, algo, hyperparams):
+def test_other_algorithms_train_and_evaluate(toy, tmp_path, monkeypatch, algo, hyperparams):
     from agents.train import TrainConfig, train_controller
 
     cfg = TrainConfig(
@@ -999,7 +1048,26 @@ def test_other_algorithms_train_and_evaluate(toy, tmp_path, algo, hyperparams):
         evals=1,
         checkpoints=2,
     )
-    result = train_controller(cfg, tmp_path / algo)
+    # killed after its first checkpoint, then resumed: the checkpoint (and SAC's/DQN's replay buffer) is
+    # read back through the allow-list unpickler
+    from stable_baselines3.common.callbacks import CheckpointCallback
+
+    original = CheckpointCallback._on_step
+
+    def crash_after_first_checkpoint(self):
+        result = original(self)
+        if list(Path(self.save_path).glob("rl_model_*_steps.zip")):
+            raise KeyboardInterrupt
+        return result
+
+    monkeypatch.setattr(CheckpointCallback, "_on_step", crash_after_first_checkpoint)
+    with pytest.raises(KeyboardInterrupt):
+        train_controller(cfg, tmp_path / algo)
+    if algo in ("sac", "dqn"):
+        assert list((tmp_path / algo / "checkpoints").glob("rl_model_replay_buffer_*_steps.pkl"))
+    monkeypatch.setattr(CheckpointCallback, "_on_step", original)
+    result = train_controller(cfg, tmp_path / algo, resume=True)
+    assert 0 < result.metrics["train"]["resumed_from"] < 1024
     assert result.metrics["env_id"] == ("tnn/ThrottleDiscrete-v0" if algo == "dqn" else "tnn/Throttle-v0")
     assert result.metrics["test"]["inputs"] == N_TOY and (tmp_path / algo / "model.zip").is_file()
 
