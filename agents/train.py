@@ -457,7 +457,7 @@ def _train_controller(cfg: TrainConfig, out: str | Path, *, resume: bool, comman
     }
     evals = out / "eval" / "evaluations.npz"
     if evals.is_file():
-        with np.load(evals) as ev:
+        with np.load(evals, allow_pickle=False) as ev:
             metrics["val"] = {"timesteps": ev["timesteps"].tolist(), "mean_reward": ev["results"].mean(1).tolist()}
     if cfg.evaluate_test:
         vecnorm = venv if isinstance(venv, VecNormalize) else None
