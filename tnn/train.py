@@ -590,12 +590,17 @@ def evaluate_checkpoint(
     data_root: str | None = None,
     device: str | torch.device = "cpu",
     write: bool = True,
-    batch_size: int = 1000,
+    batch_size: int | None = None,
     log=_log,
 ) -> dict[float, float]:
-    """Accuracy per level of a checkpoint on ``split``; on ``test`` (and ``write``) store it in the card."""
+    """Accuracy per level of a checkpoint on ``split``; on ``test`` (and ``write``) store it in the card.
+
+    ``batch_size`` None: 1000 on CUDA, 128 on CPU (where large batches run slower: on the 2-core
+    development machine DenseNet-BC-52 takes 3.5× as long per image at 1000 as at 128, resnet20 1.8×).
+    """
     path = Path(path)
     device = resolve_device(device)
+    batch_size = batch_size or (1000 if device.type == "cuda" else 128)
     payload = read_checkpoint(path)
     model, card = model_from_payload(payload, path).to(device).eval(), payload["card"]
     dataset = card.get("dataset")
