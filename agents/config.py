@@ -21,7 +21,7 @@ __all__ = ["ALGOS", "META_KEYS", "HyperparamError", "algo_class", "linear_schedu
 HYPERPARAMS_DIR = Path(__file__).parent / "hyperparams"
 ALGOS = ("ppo", "a2c", "sac", "dqn")
 META_KEYS = ("policy", "n_envs", "n_timesteps", "normalize", "normalize_kwargs")
-_SCHEDULE_KEYS = ("learning_rate", "clip_range", "clip_range_vf")
+SCHEDULE_KEYS = ("learning_rate", "clip_range", "clip_range_vf")
 _RESERVED = ("self", "env", "policy", "seed", "verbose", "tensorboard_log", "device", "_init_setup_model")
 
 
@@ -60,8 +60,8 @@ def linear_schedule(initial: float) -> Callable[[float], float]:
 
 def _parse_value(key: str, value: Any) -> Any:
     if isinstance(value, str) and value.startswith("lin_"):
-        if key not in _SCHEDULE_KEYS:
-            raise HyperparamError(f"{key}: a lin_ schedule only works for {', '.join(_SCHEDULE_KEYS)}")
+        if key not in SCHEDULE_KEYS:
+            raise HyperparamError(f"{key}: a lin_ schedule only works for {', '.join(SCHEDULE_KEYS)}")
         try:
             return linear_schedule(float(value[4:]))
         except ValueError:
@@ -148,7 +148,7 @@ def load_hyperparams(
         )
     for key, value in raw.items():
         annotation = _META_TYPES[key] if key in META_KEYS else params[key].annotation
-        value = _parse_value(key, value) if key in _SCHEDULE_KEYS else value
+        value = _parse_value(key, value) if key in SCHEDULE_KEYS else value
         expected = _type_mismatch(value, annotation)
         if expected:
             raise HyperparamError(f"{where}: {key} must be {expected}, got {value!r} ({type(value).__name__})")

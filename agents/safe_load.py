@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from agents.config import SCHEDULE_KEYS
 from tnn.checkpoint import describe_error
 
 __all__ = ["RunFileError", "UnsafePickleError", "load_model", "load_pickle", "restricted_loads"]
@@ -89,8 +90,8 @@ ALLOWED_GLOBALS = frozenset(_NUMPY | _SPACES | _SB3 | _TORCH | _COLLECTIONS)
 
 # model.zip entries that may be pickled closures (``lin_`` schedules): SB3 rebuilds these on load ...
 _REBUILT = ("lr_schedule", "exploration_schedule")
-# ... and these come from the run's hyperparameters (or are unused when the model only predicts)
-_SCHEDULES = ("learning_rate", "clip_range", "clip_range_vf")
+# ... and SCHEDULE_KEYS (the ones a lin_ schedule may set) come from the run's hyperparameters (or
+# are unused when the model only predicts)
 
 
 class UnsafePickleError(pickle.UnpicklingError):
@@ -149,12 +150,12 @@ def _zip_objects(path: Path, overrides: Mapping[str, Any], predict_only: bool, f
         try:
             objects[key] = restricted_loads(base64.b64decode(item[":serialized:"]))
         except UnsafePickleError as err:
-            if key in _REBUILT or (key in _SCHEDULES and predict_only):
+            if key in _REBUILT or (key in SCHEDULE_KEYS and predict_only):
                 objects[key] = 0.0  # rebuilt by SB3's _setup_model, or unused when the model only predicts
                 continue
             raise RunFileError(
                 f"{path}: its '{key}' is pickled code ({err}), which tnn never unpickles"
-                + (" (a schedule: pass it from the run's hyperparameters)" if key in _SCHEDULES else "")
+                + (" (a schedule: pass it from the run's hyperparameters)" if key in SCHEDULE_KEYS else "")
                 + f"; {fix}"
             ) from None
         except Exception as err:

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from agents.config import HyperparamError, load_hyperparams, to_yaml_ready
+from agents.config import SCHEDULE_KEYS, HyperparamError, load_hyperparams, to_yaml_ready
 from agents.env_kwargs import check_env_kwargs
 from agents.evaluate import (
     EVAL_COPIES,
@@ -340,7 +340,7 @@ def _train_controller(cfg: TrainConfig, out: str | Path, *, resume: bool, comman
         venv = VecNormalize(venv, **{"gamma": algo_kwargs.get("gamma", 0.99), **meta["normalize_kwargs"]})
     cls = algo_class(cfg.algo)
     # the schedules the archive may hold as pickled closures come from this run's hyperparameters
-    schedules = {k: algo_kwargs[k] for k in ("learning_rate", "clip_range", "clip_range_vf") if k in algo_kwargs}
+    schedules = {k: algo_kwargs[k] for k in SCHEDULE_KEYS if k in algo_kwargs}
     done_steps = 0
     if latest is not None:
         done_steps, path = latest
