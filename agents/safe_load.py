@@ -25,14 +25,12 @@ from typing import Any
 
 from agents.config import SCHEDULE_KEYS
 from tnn.checkpoint import describe_error
+from tnn.data import NUMPY_ARRAY_GLOBALS
 
 __all__ = ["RunFileError", "UnsafePickleError", "load_model", "load_pickle", "restricted_loads"]
 
 _NUMPY = {
-    ("numpy", "ndarray"),
-    ("numpy", "dtype"),
-    *((f"numpy.{core}.multiarray", name) for core in ("core", "_core") for name in ("_reconstruct", "scalar")),
-    *((f"numpy.{core}.numeric", "_frombuffer") for core in ("core", "_core")),
+    *NUMPY_ARRAY_GLOBALS,
     ("numpy.random._pickle", "__generator_ctor"),
     ("numpy.random._pickle", "__bit_generator_ctor"),
     ("numpy.random._pickle", "__randomstate_ctor"),

@@ -47,6 +47,7 @@ import numpy as np
 __all__ = [
     "DATASETS",
     "GESTURE_CLASSES",
+    "NUMPY_ARRAY_GLOBALS",
     "SPLITS",
     "VAL_SEED",
     "DataNotFoundError",
@@ -171,22 +172,22 @@ _CIFAR_HOWTO = (
 )
 
 
+# The globals a pickled numpy array needs (numpy 1.x and 2.x module names): data, not code. The
+# controller runs' unpickler (agents.safe_load) starts from the same set.
+NUMPY_ARRAY_GLOBALS = frozenset(
+    {
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        *((f"numpy.{core}.multiarray", name) for core in ("core", "_core") for name in ("_reconstruct", "scalar")),
+        *((f"numpy.{core}.numeric", "_frombuffer") for core in ("core", "_core")),
+    }
+)
+
+
 class _ArrayUnpickler(pickle.Unpickler):
     """Unpickles only numpy arrays and builtin containers: a data file must not run code."""
 
-    _ALLOWED = frozenset(
-        {
-            ("numpy", "ndarray"),
-            ("numpy", "dtype"),
-            ("numpy.core.multiarray", "_reconstruct"),
-            ("numpy._core.multiarray", "_reconstruct"),
-            ("numpy.core.multiarray", "scalar"),
-            ("numpy._core.multiarray", "scalar"),
-            ("numpy.core.numeric", "_frombuffer"),
-            ("numpy._core.numeric", "_frombuffer"),
-            ("_codecs", "encode"),
-        }
-    )
+    _ALLOWED = NUMPY_ARRAY_GLOBALS | {("_codecs", "encode")}  # CIFAR's batches are protocol-2 pickles
 
     def find_class(self, module: str, name: str) -> object:
         if (module, name) not in self._ALLOWED:
