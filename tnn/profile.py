@@ -945,7 +945,8 @@ def plot_profiles(paths: Sequence[str | os.PathLike], out_dir: str | os.PathLike
             ax_ratio.set_ylim(0, max(ax_ratio.get_ylim()[1], 1.05 * float(np.max(arr[:, 0] / ref))))
             for ax in (ax_abs, ax_ratio):
                 ax.grid(alpha=0.3)
-            ax_ratio.legend(fontsize=7)
+            if single:
+                ax_ratio.legend(fontsize=7)
 
     def write(fig: Any, path: Path) -> Path:
         buf = io.BytesIO()
@@ -963,9 +964,11 @@ def plot_profiles(paths: Sequence[str | os.PathLike], out_dir: str | os.PathLike
         group = [(path, pr) for path, pr in profiles if pr.device["kind"] == kind]
         if len(group) < 2:
             continue
-        fig, axes = plt.subplots(2, 2, figsize=(11, 8), constrained_layout=True)
+        fig, axes = plt.subplots(2, 2, figsize=(11, 8 + 0.18 * len(group)), constrained_layout=True)
         for path, pr in group:
             panels(axes, path, pr, single=False)
+        # one legend under the panels: with many profiles a legend inside an axes hides the curves
+        fig.legend(*axes[0][0].get_legend_handles_labels(), loc="outside lower center", fontsize=8)
         names = sorted({pr.device["name"] for _, pr in group})
         fig.suptitle(f"cost against u, {kind} profiles ({'; '.join(names)})", fontsize=9)
         written.append(write(fig, out_dir / f"profiles-{kind}.png"))
