@@ -60,6 +60,8 @@ profiles: install
 	$(VENV)/bin/tnn profile resnet20 --device cpu --batch-size 1 --repeats 500 --threads 1 --out results/profiles/cifar10-resnet20-cpu-b1-t1.json
 	$(VENV)/bin/tnn profile resnet20 --device cpu --batch-size 64 --repeats 60 --out results/profiles/cifar10-resnet20-cpu-b64.json
 	$(VENV)/bin/tnn profile results/models/cifar10-vgg16-tnn/model.pt --device cpu --batch-size 64 --repeats 60 --out results/profiles/cifar10-vgg16-cpu-b64.json
+	$(VENV)/bin/tnn profile results/models/cifar10-resnext29_8x4d-tnn/model.pt --device cpu --batch-size 64 --repeats 60 --out results/profiles/cifar10-resnext29_8x4d-cpu-b64.json
+	$(VENV)/bin/tnn profile results/models/cifar10-densenet_bc_52-tnn/model.pt --device cpu --batch-size 64 --repeats 60 --out results/profiles/cifar10-densenet_bc_52-cpu-b64.json
 	$(VENV)/bin/tnn profile-plot results/profiles/*.json --out results/figures
 
 clean:
