@@ -21,10 +21,19 @@ the given threshold grid and number of bands. A controller sees more than the to
 preview's features, the resource context), so it can pass that ceiling; where the ceiling stays far
 below a target, a controller has to find what confidence does not tell, and the likelier fix is a
 better network. The oracle (cheapest level that is right) is the true upper bound.
+
+With ``probe=True`` the same routers are also built on a **probe** instead of the confidence: an
+L2-regularised logistic regression, fitted on ``val``, that reads a preview level's whole preview (its
+pooled features, confidence, margin and entropy: what the env shows a controller) and scores whether
+the preview's answer is right. Its bands are cut on out-of-fold scores on val (so the band statistics
+are not flattered by the probe's fit to val) and its test-chosen LP value is set beside the
+confidence router's. Where the probe predicts no better than the confidence (the AUCs say) and its
+routers reach no further, reading the preview's features does not lift the ceiling either.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,7 +41,18 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Cascade", "Router", "best_cascade", "best_router", "bounds_for_env", "cascade_bounds", "markdown"]
+__all__ = [
+    "Cascade",
+    "Probe",
+    "Router",
+    "auc",
+    "best_cascade",
+    "best_router",
+    "bounds_for_env",
+    "cascade_bounds",
+    "fit_probe",
+    "markdown",
+]
 
 MAX_CELLS = 200_000_000
 """Largest inputs × threshold combinations one cascade search may hold at once (booleans: 200 MB)."""
@@ -145,15 +165,27 @@ class Router:
     preview: int
     edges: tuple[float, ...]
     levels: tuple[int, ...]
+    probe: Probe | None = None
+    """bands of the probe's score instead of the preview's confidence"""
 
     def __post_init__(self) -> None:
         if len(self.levels) != len(self.edges) + 1:
             raise ValueError(
                 f"{len(self.edges)} band edges make {len(self.edges) + 1} bands, got {len(self.levels)} levels"
             )
+        if self.probe is not None and self.probe.preview != self.preview:
+            raise ValueError(
+                f"a probe of preview level {self.probe.preview} cannot key a router previewing {self.preview}"
+            )
+
+    def key(self, table: Any) -> np.ndarray:
+        """What the bands cut, per input: the probe's score, or the preview's top-1 confidence."""
+        if self.probe is not None:
+            return self.probe.score(table)
+        return np.asarray(table.confidence)[:, self.preview]
 
     def bands(self, table: Any) -> np.ndarray:
-        return np.searchsorted(np.asarray(self.edges), np.asarray(table.confidence)[:, self.preview], side="right")
+        return np.searchsorted(np.asarray(self.edges), self.key(table), side="right")
 
     def run(self, table: Any, costs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per input of ``table``: whether the answer is right, and its cost (fractions of u=1's)."""
@@ -185,10 +217,20 @@ def _hull(cost: np.ndarray, acc: np.ndarray) -> list[int]:
     return hull
 
 
-def _route(table: Any, costs: np.ndarray, preview: int, bands: int, budget: float) -> tuple[Router, float] | None:
+def _route(
+    table: Any,
+    costs: np.ndarray,
+    preview: int,
+    bands: int,
+    budget: float,
+    *,
+    key: np.ndarray | None = None,
+    probe: Probe | None = None,
+) -> tuple[Router, float] | None:
     """The greedy router at one preview level and its LP value (mean accuracy), or None if even keeping
-    every preview answer costs more than ``budget``."""
-    conf = np.asarray(table.confidence)[:, preview]
+    every preview answer costs more than ``budget``. Bands are quantiles of ``key`` (per input of
+    ``table``; default the preview's confidence); ``probe`` is what computes that key on other tables."""
+    conf = np.asarray(table.confidence)[:, preview] if key is None else np.asarray(key, np.float64)
     edges = tuple(float(e) for e in np.unique(np.quantile(conf, np.linspace(0.0, 1.0, bands + 1)[1:-1])))
     band = np.searchsorted(np.asarray(edges), conf, side="right")
     n, nb = len(conf), len(edges) + 1
@@ -235,28 +277,177 @@ def _route(table: Any, costs: np.ndarray, preview: int, bands: int, budget: floa
             break
         b, o = np.unravel_index(int(np.argmax(np.where(fits, gain, -np.inf))), gain.shape)
         choice[b], total_c, total_a = o, total_c + float(more[b, o]), total_a + float(gain[b, o])
-    return Router(preview, edges, tuple(options[c] for c in choice)), lp
+    return Router(preview, edges, tuple(options[c] for c in choice), probe), lp
 
 
-def best_router(table: Any, costs: np.ndarray, budget: float, *, bands: int = 20) -> tuple[Router | None, float]:
+def best_router(
+    table: Any,
+    costs: np.ndarray,
+    budget: float,
+    *,
+    bands: int = 20,
+    probes: dict[int, tuple[Probe, np.ndarray]] | None = None,
+) -> tuple[Router | None, float]:
     """The most accurate router (over every preview level but the top) within ``budget`` on ``table``,
     chosen greedily per preview level, and the highest LP value (mean accuracy, a fraction) over
-    preview levels — what any router with these bands reaches at most on ``table``."""
+    preview levels — what any router with these bands reaches at most on ``table``.
+
+    With ``probes`` ({preview level: (probe, its score per input of ``table``)}) only those preview
+    levels are tried, banded by those scores (out-of-fold ones on the table the probe was fitted on)."""
     if bands < 1:
         raise ValueError(f"bands must be >= 1, got {bands}")
     costs = np.asarray(costs, np.float64)
     best: tuple[float, Router] | None = None
     lp_best = -np.inf
-    for p in range(len(costs) - 1):
-        found = _route(table, costs, p, bands, budget)
+    previews = range(len(costs) - 1) if probes is None else sorted(p for p in probes if p < len(costs) - 1)
+    for p in previews:
+        key, probe = (None, None) if probes is None else (probes[p][1], probes[p][0])
+        found = _route(table, costs, p, bands, budget, key=key, probe=probe)
         if found is None:
             continue
         router, lp = found
-        value = float(router.run(table, costs)[0].mean())
+        value = float(_run_keyed(router, table, costs, key)[0].mean())
         if best is None or value > best[0] + 1e-12:
             best = (value, router)
         lp_best = max(lp_best, lp)
     return (None if best is None else best[1]), float(lp_best)
+
+
+def _run_keyed(router: Router, table: Any, costs: np.ndarray, key: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """``router.run`` with the band key given (the out-of-fold probe scores of the table it was chosen on)."""
+    if key is None:
+        return router.run(table, costs)
+    return dataclasses.replace(router, probe=None).run(_KeyedTable(table, router.preview, key), costs)
+
+
+class _KeyedTable:
+    """A table whose confidence column ``preview`` is replaced by ``key`` (what a router reads)."""
+
+    def __init__(self, table: Any, preview: int, key: np.ndarray) -> None:
+        conf = np.array(table.confidence, dtype=np.float64, copy=True)
+        conf[:, preview] = key
+        self.confidence, self.correct, self.num_samples = conf, table.correct, table.num_samples
+
+
+@dataclass(frozen=True, eq=False)
+class Probe:
+    """Logistic regression on preview level ``preview``'s features (standardised): the log-odds that
+    the preview's answer is right."""
+
+    preview: int
+    mean: np.ndarray
+    scale: np.ndarray
+    weights: np.ndarray
+    bias: float
+    l2: float
+
+    def score(self, table: Any) -> np.ndarray:
+        x = (np.asarray(table.preview_features(self.preview), np.float64) - self.mean) / self.scale
+        return x @ self.weights + self.bias
+
+
+PROBE_L2 = (0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)
+"""L2 strengths tried (on standardised features; the penalty is l2/2·|w|², summed over inputs' losses)."""
+
+
+def _logistic(x: np.ndarray, y: np.ndarray, l2: float, iters: int = 50) -> tuple[np.ndarray, float]:
+    """Newton's method for min Σ log(1 + exp(−s·z)) + l2/2·|w|² (z = x·w + b, s = ±1; bias unpenalised)."""
+    n, d = x.shape
+    xb = np.hstack([x, np.ones((n, 1))])
+    theta = np.zeros(d + 1)
+    theta[-1] = np.log((y.mean() + 1e-3) / (1.0 - y.mean() + 1e-3))
+    reg = np.full(d + 1, float(l2))
+    reg[-1] = 0.0
+    for _ in range(iters):
+        z = xb @ theta
+        p = 0.5 * (1.0 + np.tanh(0.5 * z))  # sigmoid without overflow
+        grad = xb.T @ (p - y) + reg * theta
+        hess = (xb * (p * (1.0 - p))[:, None]).T @ xb + np.diag(reg + 1e-9)
+        step = np.linalg.solve(hess, grad)
+        theta -= step
+        if float(np.abs(step).max()) < 1e-8:
+            break
+    return theta[:-1], float(theta[-1])
+
+
+def _log_loss(z: np.ndarray, y: np.ndarray) -> float:
+    return float(np.mean(np.logaddexp(0.0, np.where(y > 0.5, -z, z))))
+
+
+def fit_probe(
+    table: Any, preview: int, *, l2s: Sequence[float] = PROBE_L2, folds: int = 5, seed: int = 0
+) -> tuple[Probe, np.ndarray]:
+    """A :class:`Probe` of preview level ``preview`` fitted on ``table`` (its L2 strength the one of
+    ``l2s`` with the lowest ``folds``-fold cross-validated log-loss), and its out-of-fold scores on
+    ``table`` (each input scored by the fold fit that did not see it)."""
+    if folds < 2:
+        raise ValueError(f"folds must be >= 2, got {folds}")
+    x = np.asarray(table.preview_features(preview), np.float64)
+    y = np.asarray(table.correct, dtype=bool)[:, preview].astype(np.float64)
+    n = len(y)
+    if n < 2 * folds:
+        raise ValueError(f"a probe needs at least {2 * folds} inputs for {folds}-fold cross-validation, got {n}")
+    mean, scale = x.mean(axis=0), x.std(axis=0)
+    scale = np.where(scale > 1e-12, scale, 1.0)
+    xs = (x - mean) / scale
+    fold = np.random.default_rng(seed).permutation(n) % folds
+    best: tuple[float, float, np.ndarray] | None = None
+    for l2 in l2s:
+        oof = np.empty(n)
+        for k in range(folds):
+            w, b = _logistic(xs[fold != k], y[fold != k], l2)
+            oof[fold == k] = xs[fold == k] @ w + b
+        loss = _log_loss(oof, y)
+        if best is None or loss < best[0] - 1e-12:
+            best = (loss, float(l2), oof)
+    assert best is not None
+    w, b = _logistic(xs, y, best[1])
+    return Probe(preview, mean, scale, w, b, best[1]), best[2]
+
+
+def auc(score: np.ndarray, positive: np.ndarray) -> float:
+    """Area under the ROC curve of ``score`` for the boolean ``positive`` (ties count a half); NaN when
+    one class is empty."""
+    score = np.asarray(score, np.float64)
+    positive = np.asarray(positive, dtype=bool)
+    n1 = int(positive.sum())
+    n0 = len(positive) - n1
+    if n1 == 0 or n0 == 0:
+        return float("nan")
+    order = np.argsort(score, kind="mergesort")
+    ranks = np.empty(len(score))
+    sorted_scores = score[order]
+    # average ranks over ties
+    _, first, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
+    avg = first + (counts - 1) / 2.0
+    ranks[order] = np.repeat(avg, counts)
+    return float((ranks[positive].sum() - n1 * (n1 - 1) / 2.0) / (n1 * n0))
+
+
+def fit_probes(
+    val: Any, test: Any, *, folds: int = 5
+) -> tuple[dict[int, tuple[Probe, np.ndarray]], list[dict[str, Any]]]:
+    """A probe per preview level that both tables store (every level but the top), fitted on ``val``:
+    {level: (probe, out-of-fold val scores)}, and per level how well the probe and the confidence tell
+    on ``test`` whether the preview's answer is right (AUC)."""
+    stored = min(int(getattr(t, "preview_levels", 1)) for t in (val, test))
+    levels = [float(u) for u in test.levels]
+    probes: dict[int, tuple[Probe, np.ndarray]] = {}
+    report = []
+    for p in range(min(stored, len(levels) - 1)):
+        probe, oof = fit_probe(val, p, folds=folds)
+        probes[p] = (probe, oof)
+        right = np.asarray(test.correct, dtype=bool)[:, p]
+        report.append(
+            {
+                "preview_u": levels[p],
+                "features": int(probe.weights.size),
+                "l2": probe.l2,
+                "auc_confidence": auc(np.asarray(test.confidence)[:, p], right),
+                "auc_probe": auc(probe.score(test), right),
+            }
+        )
+    return probes, report
 
 
 def cascade_bounds(
@@ -269,6 +460,7 @@ def cascade_bounds(
     grid: int = 21,
     bands: int = 20,
     ceiling_bands: int = 50,
+    probes: dict[int, tuple[Probe, np.ndarray]] | None = None,
 ) -> list[dict[str, Any]]:
     """Per budget, on test: the best static level, the cascade and the router chosen on val, and the
     ceiling of both families chosen on test (accuracy in %, cost as a fraction of u=1's).
@@ -276,6 +468,11 @@ def cascade_bounds(
     The ceiling is the best of the test-chosen cascade (over the threshold grid of the test
     confidences), the LP value of routers with ``ceiling_bands`` bands of the test confidences, and the
     val-chosen cascade and router where they fit the budget on test.
+
+    With ``probes`` (:func:`fit_probes` on ``val``) each row also holds ``probe_router`` (the router
+    on the probes' scores chosen on val, measured on test), ``router_ceiling`` and
+    ``probe_router_ceiling`` (the LP values of routers with ``ceiling_bands`` bands of the test
+    confidences and of the test probe scores, over the preview levels the probes cover).
     """
     costs = np.asarray(costs, np.float64)
     if not np.all(np.isfinite(costs)) or np.any(costs < 0) or costs[-1] <= 0:
@@ -286,6 +483,7 @@ def cascade_bounds(
         raise ValueError(f"budgets are fractions of the u=1 cost, finite and > 0; got {list(budgets)}")
     costs = costs / costs[-1]
     levels = [float(u) for u in test.levels]
+    on_test_keys = None if probes is None else {p: (probe, probe.score(test)) for p, (probe, _) in probes.items()}
     test_acc = 100.0 * np.asarray(test.correct, dtype=bool).mean(axis=0)
 
     def measured(policy: Cascade | Router) -> dict[str, Any]:
@@ -332,12 +530,22 @@ def cascade_bounds(
         if np.isfinite(lp):
             ceilings.append((100.0 * lp, "router"))
         row["ceiling"] = None if not ceilings else dict(zip(("accuracy", "family"), max(ceilings), strict=True))
+        if probes is not None and on_test_keys is not None:
+            keyed = best_router(val, costs, budget, bands=bands, probes=probes)[0]
+            row["probe_router"] = None if keyed is None else measured(keyed)
+            row["router_ceiling"] = 100.0 * lp if np.isfinite(lp) else None
+            lp_probe = best_router(test, costs, budget, bands=ceiling_bands, probes=on_test_keys)[1]
+            row["probe_router_ceiling"] = 100.0 * lp_probe if np.isfinite(lp_probe) else None
         rows.append(row)
     return rows
 
 
-def markdown(rows: Sequence[dict[str, Any]], drop: float | None = None) -> str:
-    """The bounds as a markdown table; with ``drop``, whether the ceiling reaches u=1's accuracy − drop."""
+def markdown(
+    rows: Sequence[dict[str, Any]], drop: float | None = None, probes: Sequence[dict[str, Any]] | None = None
+) -> str:
+    """The bounds as a markdown table; with ``drop``, whether the ceiling reaches u=1's accuracy − drop;
+    where the rows hold probe routers, a second table sets them beside the confidence routers, and
+    ``probes`` (:func:`fit_probes`' report) adds each preview level's AUCs."""
 
     def point(e: dict[str, Any] | None) -> str:
         return "—" if e is None else f"{e['accuracy']:.2f} ({e['cost']:.3f}×)"
@@ -381,6 +589,49 @@ def markdown(rows: Sequence[dict[str, Any]], drop: float | None = None) -> str:
                 else "neither family reaches it at any budget above, even chosen on test."
             )
             lines.append(f"Target {target:.2f} % (u=1 − {drop:g} pt): {verdict}")
+    if rows and "probe_router" in rows[0]:
+        lines += [
+            "",
+            "Routers banded by a probe of the preview's features (logistic regression fitted on val) against routers "
+            "banded by the preview's confidence:",
+            "",
+            "| budget (× u=1 cost) | confidence router chosen on val: test % (cost) | probe router chosen on val: "
+            "test % (cost) | the probe router (share of test inputs) | confidence router ceiling (%) "
+            "| probe router ceiling (%) |",
+            "|---:|---:|---:|---|---:|---:|",
+        ]
+        for r in rows:
+            ceil = ["—" if r.get(k) is None else f"{r[k]:.2f}" for k in ("router_ceiling", "probe_router_ceiling")]
+            lines.append(
+                f"| {r['budget']:g} | {point(r['router'])} | {point(r['probe_router'])} | {router(r['probe_router'])} "
+                f"| {ceil[0]} | {ceil[1]} |"
+            )
+        if drop is not None:
+            target = rows[0]["u1_accuracy"] - drop
+            reach = [r["budget"] for r in rows if (r.get("probe_router_ceiling") or -1.0) >= target]
+            lines += [
+                "",
+                f"Target {target:.2f} %: "
+                + (
+                    f"the probe router ceiling reaches it at budget{'s' if len(reach) > 1 else ''} "
+                    f"{', '.join(f'{b:g}' for b in reach)}."
+                    if reach
+                    else "the probe router ceiling does not reach it at any budget above."
+                ),
+            ]
+    if probes:
+        lines += [
+            "",
+            "How well each preview tells whether its own answer is right (test AUC; probe fitted on val, its L2 "
+            "strength chosen by 5-fold cross-validation there):",
+            "",
+            "| preview u | features | L2 | AUC of the confidence | AUC of the probe |",
+            "|---:|---:|---:|---:|---:|",
+        ]
+        lines += [
+            f"| {q['preview_u']:g} | {q['features']} | {q['l2']:g} | {q['auc_confidence']:.4f} | {q['auc_probe']:.4f} |"
+            for q in probes
+        ]
     return "\n".join(lines)
 
 
@@ -393,9 +644,12 @@ def bounds_for_env(
     grid: int = 21,
     bands: int = 20,
     ceiling_bands: int = 50,
-) -> list[dict[str, Any]]:
+    probe: bool = False,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """:func:`cascade_bounds` on the val and test response tables and the level costs of the env that
-    ``env_kwargs`` builds (its checkpoint, profile and ``cost_metric``; default energy)."""
+    ``env_kwargs`` builds (its checkpoint, profile and ``cost_metric``; default energy), and with
+    ``probe`` the routers on probes of the preview features too; returns the rows and the probes'
+    report (empty without ``probe``)."""
     from agents.evaluate import on_split
     from agents.sweep import _make
 
@@ -420,6 +674,16 @@ def bounds_for_env(
     test = table_of("test")[0]
     check_search_size(test.num_samples, max_stages, grid)
     costs = np.array([float(base.profile.cost(u, base.cost_metric)) for u in base.levels])
-    return cascade_bounds(
-        val, test, costs, budgets, max_stages=max_stages, grid=grid, bands=bands, ceiling_bands=ceiling_bands
+    probes, report = fit_probes(val, test) if probe else (None, [])
+    rows = cascade_bounds(
+        val,
+        test,
+        costs,
+        budgets,
+        max_stages=max_stages,
+        grid=grid,
+        bands=bands,
+        ceiling_bands=ceiling_bands,
+        probes=probes,
     )
+    return rows, report

@@ -175,7 +175,7 @@ def _cmd_bound(args: argparse.Namespace) -> int:
         raise ValueError(f"--budgets are fractions of the u=1 cost (finite, > 0; e.g. 0.3,0.5), got {args.budgets}")
     if args.drop is not None and not (math.isfinite(args.drop) and args.drop >= 0.0):
         raise ValueError(f"--drop is accuracy points below u=1 (>= 0, e.g. 0.5), got {args.drop}")
-    rows = bounds_for_env(
+    rows, probes = bounds_for_env(
         args.env_kwargs or {},
         args.budgets,
         env_id=args.env_id,
@@ -183,13 +183,15 @@ def _cmd_bound(args: argparse.Namespace) -> int:
         grid=args.grid,
         bands=args.bands,
         ceiling_bands=args.ceiling_bands,
+        probe=args.probe,
     )
-    text = markdown(rows, drop=args.drop)
+    text = markdown(rows, drop=args.drop, probes=probes)
     print(text)
     if args.out:
         out = Path(args.out)
         command = shlex.join(["tnn", *args.argv])
-        write_json(out.with_suffix(".json"), {"command": command, "rows": rows})
+        saved = {"command": command, "rows": rows} | ({"probes": probes} if probes else {})
+        write_json(out.with_suffix(".json"), saved)
         atomic_write(out.with_suffix(".md"), lambda fh: fh.write(f"`{command}`\n\n{text}\n".encode()))
         print(f"wrote {out.with_suffix('.json')}, {out.with_suffix('.md')}")
     return 0
@@ -310,6 +312,12 @@ def add_cli(sub: Any) -> None:
     p.add_argument("--bands", type=int, default=20, help="confidence bands of a router chosen on val (quantiles)")
     p.add_argument("--ceiling-bands", type=int, default=50, help="confidence bands of the routers chosen on test")
     p.add_argument("--drop", type=float, default=None, help="report whether u=1 accuracy − DROP pt is reached")
+    p.add_argument(
+        "--probe",
+        action="store_true",
+        help="also route on a logistic-regression probe of each preview's features (fitted on val): does reading "
+        "the features, not just the confidence, lift the ceiling?",
+    )
     p.add_argument("--out", default=None, help="write OUT.json and OUT.md")
     p.set_defaults(func=_cmd_bound)
 

@@ -1210,7 +1210,11 @@ def test_cascade_bound_cli(toy, tmp_path, capsys):
     assert [r["budget"] for r in saved["rows"]] == [0.3, 0.6] and saved["command"].startswith("tnn cascade-bound")
     test = _val_base({**toy, "split": "test"}).table  # the rows are measured on the test split
     assert saved["rows"][0]["u1_accuracy"] == pytest.approx(100 * test.correct[:, -1].mean())
-    assert "| 0.6 |" in (tmp_path / "bound.md").read_text()
+    assert "| 0.6 |" in (tmp_path / "bound.md").read_text() and "probes" not in saved
+    assert main([*argv, "--probe", "--out", str(tmp_path / "probed")]) == 0
+    probed = json.loads((tmp_path / "probed.json").read_text())
+    assert len(probed["probes"]) == len(test.levels) - 1 and "probe_router_ceiling" in probed["rows"][1]
+    assert "AUC of the probe" in (tmp_path / "probed.md").read_text()
     assert main([*argv[:3], "--budgets", "0,0.5"]) == 2
     assert "--budgets are fractions" in capsys.readouterr().err
     assert main([*argv[:3], "--budgets", "nan"]) == 2

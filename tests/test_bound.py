@@ -8,7 +8,21 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from agents.bound import Cascade, Router, _grids, _route, _scores, best_cascade, best_router, cascade_bounds, markdown
+from agents.bound import (
+    Cascade,
+    Router,
+    _grids,
+    _logistic,
+    _route,
+    _scores,
+    auc,
+    best_cascade,
+    best_router,
+    cascade_bounds,
+    fit_probe,
+    fit_probes,
+    markdown,
+)
 
 
 def _table(n: int, levels: int, seed: int) -> SimpleNamespace:
@@ -150,3 +164,89 @@ def test_bounds_val_choice_ceiling_and_static():
         cascade_bounds(val, test, np.array([0.1, 0.2, 0.3, 0.0]), [0.5])
     with pytest.raises(ValueError, match="budgets"):
         cascade_bounds(val, test, COSTS, [float("nan")])
+
+
+class _FeatureTable(SimpleNamespace):
+    """A toy table with per-level previews: ``features[level]`` is an (N, F) array."""
+
+    def preview_features(self, level: int) -> np.ndarray:
+        return self.features[level]
+
+    @property
+    def preview_levels(self) -> int:
+        return len(self.features)
+
+
+def _informative(n: int, seed: int, signal: float) -> _FeatureTable:
+    """Like ``_table``, but the confidence is pure noise; feature 0 of every preview carries the
+    difficulty (``signal``: its weight against unit noise), the other three are noise."""
+    base = _table(n, 4, seed)
+    rng = np.random.default_rng(seed + 100)
+    d = rng.random(n)
+    correct = d[:, None] < np.linspace(0.4, 0.95, 4)[None, :]
+    features = []
+    for _ in range(3):
+        f = rng.standard_normal((n, 4))
+        f[:, 0] += signal * (0.5 - d) * 4
+        features.append(f)
+    return _FeatureTable(
+        num_samples=n, confidence=rng.random((n, 4)), correct=correct, levels=base.levels, features=features
+    )
+
+
+def test_logistic_solves_its_penalised_problem():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((300, 5))
+    y = (x @ np.array([1.5, -2.0, 0.0, 0.5, 0.0]) + 0.7 * rng.standard_normal(300) > 0).astype(float)
+    for l2 in (0.01, 1.0, 100.0):
+        w, b = _logistic(x, y, l2)
+        p = 1 / (1 + np.exp(-(x @ w + b)))
+        assert np.allclose(x.T @ (p - y) + l2 * w, 0.0, atol=1e-6)  # stationary: gradient of the objective is 0
+        assert abs(float((p - y).sum())) < 1e-6  # the unpenalised bias matches the base rate
+    assert np.linalg.norm(_logistic(x, y, 100.0)[0]) < np.linalg.norm(_logistic(x, y, 0.01)[0])
+
+
+def test_auc_counts_pairs_and_ties():
+    rng = np.random.default_rng(1)
+    score = rng.integers(0, 5, 200).astype(float)  # many ties
+    pos = rng.random(200) < 0.4
+    pairs = [(a > b) + 0.5 * (a == b) for a in score[pos] for b in score[~pos]]
+    assert auc(score, pos) == pytest.approx(np.mean(pairs))
+    assert auc(np.arange(6.0), np.array([0, 0, 0, 1, 1, 1], bool)) == 1.0
+    assert np.isnan(auc(np.arange(3.0), np.zeros(3, bool)))
+
+
+def test_probe_finds_what_the_confidence_does_not_tell():
+    val, test = _informative(600, 7, signal=1.0), _informative(600, 8, signal=1.0)
+    probe, oof = fit_probe(val, 1)
+    assert oof.shape == (600,) and probe.weights.shape == (4,)
+    assert abs(probe.weights[0]) > 3 * np.abs(probe.weights[1:]).max()  # it reads the informative feature
+    right = test.correct[:, 1]
+    assert auc(probe.score(test), right) > 0.85 > 0.6 > auc(test.confidence[:, 1], right)
+    probes, report = fit_probes(val, test)
+    assert sorted(probes) == [0, 1, 2] and [q["preview_u"] for q in report] == [0.25, 0.5, 0.75]
+    rows = cascade_bounds(val, test, COSTS, [0.5, 0.75], grid=6, bands=5, ceiling_bands=10, probes=probes)
+    for row in rows:
+        assert row["probe_router_ceiling"] > row["router_ceiling"] + 5.0
+        assert row["probe_router"]["accuracy"] > row["router"]["accuracy"] + 3.0
+        assert row["probe_router"]["val_cost"] <= row["budget"] + 1e-9
+    text = markdown(rows, drop=1.0, probes=report)
+    assert "probe router ceiling" in text and "AUC of the probe" in text
+    assert text.count("| 0.75 |") == 3  # the row of budget 0.75 in both tables, the AUC row of preview u=0.75
+    with pytest.raises(ValueError, match="cannot key"):
+        Router(0, (0.0,), (0, 3), probe=probes[1][0])
+
+
+def test_an_uninformative_probe_adds_nothing():
+    """Features that are noise: the probe router's ceiling does not beat the confidence router's."""
+    val, test = _informative(600, 9, signal=0.0), _informative(600, 10, signal=0.0)
+    val.confidence, test.confidence = _table(600, 4, 9).confidence, _table(600, 4, 10).confidence
+    val.correct, test.correct = _table(600, 4, 9).correct, _table(600, 4, 10).correct
+    probes, report = fit_probes(val, test)
+    for q in report:
+        assert q["auc_probe"] < 0.6 < q["auc_confidence"]
+    rows = cascade_bounds(val, test, COSTS, [0.5, 0.75], grid=6, bands=5, ceiling_bands=10, probes=probes)
+    for row in rows:
+        assert row["probe_router_ceiling"] < row["router_ceiling"]
+    with pytest.raises(ValueError, match="folds"):
+        fit_probe(val, 0, folds=1)
