@@ -251,3 +251,52 @@ def test_cache_refuses_an_unwritable_place_before_building(tmp_path, capsys):
     assert main(["cache", str(path), "--cache-dir", str(path)]) == 2  # a file where the directory should be
     err = capsys.readouterr().err
     assert f"{path} is a file; give a directory" in err and "Traceback" not in err
+
+
+def _run_dir(root, name, model, variant, history, **made):
+    path = root / name / "model.pt"
+    path.parent.mkdir(parents=True)
+    tnn.save_checkpoint(model, path, dataset="fashion_mnist", variant=variant, made={"device": "cpu", **made})
+    (path.parent / "metrics.json").write_text(json.dumps({"history": history}))
+    return path
+
+
+def test_time_to_accuracy_reads_each_runs_history(tmp_path, capsys):
+    from tnn.report import time_to_accuracy_table
+
+    kw = {"num_classes": 10, "in_channels": 1, "input_size": 28}
+    model = tnn.create_model("resnet8", **kw)
+    rising = [  # epoch k: val at u=1 of 70, 80, 90 %; at u=0.5 10 pt lower; 60 s an epoch, one slow epoch
+        {"epoch": k, "loss": 1.0, "val_accuracy": {"0.5": 60.0 + 10 * k, "1": 70.0 + 10 * (k - 1)}, "seconds": s}
+        for k, s in [(1, 60.0), (2, 120.0), (3, 300.0)]
+    ]
+    tnn_run = _run_dir(tmp_path, "t", model, "tnn", rising, config={"batch_size": 64})
+    flat = [{"epoch": 1, "loss": 1.0, "val_accuracy": {"1": 75.0}, "seconds": 30.0}]
+    _run_dir(tmp_path, "v", tnn.create_model("resnet8", levels=[1.0], **kw), "vanilla", flat)
+    table = time_to_accuracy_table(sorted(tmp_path.rglob("model.pt")), [75, 85, 95])
+    rows = table.splitlines()
+    assert rows[0].endswith("| val ≥ 75 % | val ≥ 85 % | val ≥ 95 % | best val % at u=1 |") and len(rows) == 4
+    assert rows[2] == (
+        "| `t` | tnn | cpu | 64 | 3 | 60.0 | 5.0 min | 2.0 min (epoch 2) | 5.0 min (epoch 3) | — | 90.00 |"
+    )
+    assert rows[3] == "| `v` | vanilla | cpu | ? | 1 | 30.0 | 0.5 min | 0.5 min (epoch 1) | — | — | 75.00 |"
+    half = time_to_accuracy_table([tnn_run, tmp_path / "v" / "model.pt"], [80], level=0.5)
+    assert "| `t` |" in half and "| `v` |" not in half and "80.0 min" not in half  # the vanilla run has no u=0.5
+    assert "2.0 min (epoch 2)" in half and half.splitlines()[0].endswith("best val % at u=0.5 |")
+    with pytest.raises(ValueError, match="targets"):
+        time_to_accuracy_table([tnn_run], [0])
+    with pytest.raises(ValueError, match=r"no training history at u=0\.25"):
+        time_to_accuracy_table([tmp_path / "v" / "model.pt"], [50], level=0.25)
+    (tmp_path / "v" / "metrics.json").write_text('{"history": [{"epoch": 1}]}')
+    with pytest.raises(ValueError, match="per-epoch history"):
+        time_to_accuracy_table([tmp_path / "v" / "model.pt"], [50])
+    (tmp_path / "v" / "metrics.json").unlink()
+    with pytest.raises(ValueError, match=r"no metrics\.json beside it"):
+        time_to_accuracy_table([tmp_path / "v" / "model.pt"], [50])
+    assert main(["bench", "time-to-accuracy", str(tmp_path / "t"), "--targets", "75,85"]) == 0
+    assert "| `t` | tnn | cpu | 64 |" in capsys.readouterr().out
+    assert main(["bench", "time-to-accuracy", str(tmp_path / "v")]) == 2
+    assert "no metrics.json beside it" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["bench", "time-to-accuracy", str(tmp_path / "t"), "--targets", "a,b"])
+    assert "comma-separated numbers" in capsys.readouterr().err

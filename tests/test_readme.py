@@ -40,7 +40,7 @@ def test_env_snippets_run(tmp_path, monkeypatch):
 def test_readme_tables_are_what_the_commands_print():
     """The README pastes command output (shipped profiles, the model table): it must be current."""
     from tnn.profile import CostProfile, format_table
-    from tnn.report import accuracy_table
+    from tnn.report import accuracy_table, time_to_accuracy_table
 
     readme = (ROOT / "README.md").read_text()
     block = readme[readme.index("<!-- profiles: begin -->") : readme.index("<!-- profiles: end -->")]
@@ -52,3 +52,5 @@ def test_readme_tables_are_what_the_commands_print():
     table = accuracy_table(models)
     for text in (readme, (ROOT / "results" / "README.md").read_text()):
         assert f"<!-- tnn report: begin -->\n{table}\n<!-- tnn report: end -->" in text
+    timing = time_to_accuracy_table(models, [80, 85, 90])
+    assert f"<!-- time-to-accuracy: begin -->\n{timing}\n<!-- time-to-accuracy: end -->" in readme

@@ -173,14 +173,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from tnn.report import accuracy_table
 
-    paths = [
-        p
-        for arg in args.checkpoints
-        for p in (sorted(Path(arg).rglob("model.pt")) if Path(arg).is_dir() else [Path(arg)])
-    ]
-    if not paths:
-        raise ValueError(f"no checkpoints in {args.checkpoints}")
-    table = accuracy_table(paths)
+    table = accuracy_table(_checkpoints(args.checkpoints))
     print(table)
     if args.out:
         text = Path(args.out).read_text() if Path(args.out).is_file() else ""
@@ -192,6 +185,29 @@ def _cmd_report(args: argparse.Namespace) -> int:
             text = (text.rstrip() + "\n\n" if text.strip() else "") + block + "\n"
         atomic_write(args.out, lambda fh: fh.write(text.encode()))
         print(f"updated {args.out}")
+    return 0
+
+
+def _floats(text: str) -> list[float]:
+    """``"80,85,90"`` -> [80.0, 85.0, 90.0]; an argparse error naming the bad item otherwise."""
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, e.g. 80,85,90; got {text!r}") from None
+
+
+def _checkpoints(args: list[str]) -> list[Path]:
+    """Checkpoint files named, or found (``model.pt``, recursively) in the folders named."""
+    paths = [p for arg in args for p in (sorted(Path(arg).rglob("model.pt")) if Path(arg).is_dir() else [Path(arg)])]
+    if not paths:
+        raise ValueError(f"no checkpoints in {args}")
+    return paths
+
+
+def _cmd_bench_tta(args: argparse.Namespace) -> int:
+    from tnn.report import time_to_accuracy_table
+
+    print(time_to_accuracy_table(_checkpoints(args.checkpoints), args.targets, level=args.level))
     return 0
 
 
@@ -317,6 +333,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="also time each step through torch.compile, one graph per level (tnn pretrain --compile), beside eager",
     )
     b.set_defaults(func=_cmd_bench_train)
+    b = bench.add_parser(
+        "time-to-accuracy",
+        help="wall time and epoch at which training runs first reached target validation accuracies "
+        "(from the metrics.json beside each checkpoint)",
+    )
+    b.add_argument("checkpoints", nargs="+", metavar="CKPT_OR_DIR", help="model.pt files, or folders searched for them")
+    b.add_argument(
+        "--targets", type=_floats, default=[80.0, 85.0, 90.0], metavar="A,B", help="validation accuracies in %%"
+    )
+    b.add_argument("--level", type=float, default=1.0, help="the level u whose validation accuracy counts")
+    b.set_defaults(func=_cmd_bench_tta)
 
     for module in _EXTENSIONS:  # subcommands that live beside the code they drive
         try:

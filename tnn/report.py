@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
+import statistics
 from collections.abc import Sequence
 from pathlib import Path
 
 from tnn.checkpoint import CheckpointError, read_checkpoint
 
-__all__ = ["accuracy_table", "baseline_comparison"]
+__all__ = ["accuracy_table", "baseline_comparison", "time_to_accuracy_table"]
 
 
 def accuracy_table(paths: Sequence[str | os.PathLike]) -> str:
@@ -104,3 +106,76 @@ def _peers(card: dict) -> tuple:
 
 def _name(path: Path) -> str:
     return path.parent.name if path.name == "model.pt" else path.name  # run directories ship whole
+
+
+def time_to_accuracy_table(paths: Sequence[str | os.PathLike], targets: Sequence[float], level: float = 1.0) -> str:
+    """A markdown table: for each checkpoint's training run (the ``metrics.json`` beside it), the
+    wall time and epoch at which its validation accuracy at ``level`` first reached each of
+    ``targets`` (%), as the run logged it at the end of every epoch; also its device, batch size,
+    median seconds per epoch and best validation accuracy at that level. Times are the run's own
+    (training plus the per-epoch validation, summed across resumes), on whatever machine ran it.
+    Runs that never trained ``level`` are left out; none at all is a ValueError."""
+    if not targets or any(not (0.0 < float(t) <= 100.0) for t in targets):
+        raise ValueError(f"targets are accuracies in % (0, 100], got {list(targets)}")
+    key = f"{float(level):g}"
+    rows = []
+    for path in sorted(Path(p) for p in paths):
+        card = _card(path)
+        history = _history(path)
+        if not any(key in row["val_accuracy"] for row in history):
+            continue
+        made = card.get("made", {})
+        config = made.get("config", {}) if isinstance(made.get("config"), dict) else {}
+        seconds = [float(row["seconds"]) for row in history]
+        per_epoch = statistics.median([b - a for a, b in zip([0.0, *seconds[:-1]], seconds, strict=True)])
+        cells = []
+        for target in targets:
+            hit = next((row for row in history if row["val_accuracy"].get(key, -1.0) >= float(target)), None)
+            cells.append("—" if hit is None else f"{_minutes(hit['seconds'])} (epoch {hit['epoch']})")
+        best = max(row["val_accuracy"].get(key, -1.0) for row in history)
+        rows.append(
+            f"| `{_name(path)}` | {card.get('variant', '?')} | {made.get('device', '?')} | "
+            f"{config.get('batch_size', '?')} | {len(history)} | {per_epoch:.1f} | {_minutes(seconds[-1])} | "
+            + " | ".join(cells)
+            + f" | {best:.2f} |"
+        )
+    if not rows:
+        raise ValueError(f"no training history at u={key} in {[str(p) for p in paths]}")
+    head = (
+        "| run | variant | device | batch | epochs | s/epoch (median) | total | "
+        + " | ".join(f"val ≥ {float(t):g} %" for t in targets)
+        + f" | best val % at u={key} |"
+    )
+    sep = "|---|---|---|---:|---:|---:|---:|" + "---:|" * len(targets) + "---:|"
+    return "\n".join([head, sep, *rows])
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min"
+
+
+def _history(path: Path) -> list[dict]:
+    """The per-epoch history in the ``metrics.json`` beside checkpoint ``path``, checked for what
+    :func:`time_to_accuracy_table` reads; a ValueError naming the file when it is missing or malformed."""
+    metrics = path.parent / "metrics.json"
+    if not metrics.is_file():
+        raise ValueError(
+            f"{path}: no metrics.json beside it; time to accuracy reads the per-epoch history that tnn pretrain "
+            "writes into its run directory"
+        )
+    try:
+        history = json.loads(metrics.read_text()).get("history")
+        ok = isinstance(history, list) and bool(history)
+        ok = ok and all(
+            isinstance(row.get("val_accuracy"), dict)
+            and isinstance(row.get("seconds"), int | float)
+            and isinstance(row.get("epoch"), int)
+            for row in history
+        )
+    except (json.JSONDecodeError, AttributeError, UnicodeDecodeError):
+        ok = False
+    if not ok:
+        raise ValueError(
+            f"{metrics}: not a tnn pretrain metrics file with a per-epoch history (epoch, val_accuracy, seconds)"
+        )
+    return history
