@@ -33,7 +33,6 @@ routers reach no further, reading the preview's features does not lift the ceili
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -51,6 +50,7 @@ __all__ = [
     "bounds_for_env",
     "cascade_bounds",
     "fit_probe",
+    "fit_probes",
     "markdown",
 ]
 
@@ -184,12 +184,14 @@ class Router:
             return self.probe.score(table)
         return np.asarray(table.confidence)[:, self.preview]
 
-    def bands(self, table: Any) -> np.ndarray:
-        return np.searchsorted(np.asarray(self.edges), self.key(table), side="right")
+    def bands(self, table: Any, key: np.ndarray | None = None) -> np.ndarray:
+        """Each input's band; ``key`` (per input of ``table``) replaces :meth:`key` where given."""
+        return np.searchsorted(np.asarray(self.edges), self.key(table) if key is None else key, side="right")
 
-    def run(self, table: Any, costs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Per input of ``table``: whether the answer is right, and its cost (fractions of u=1's)."""
-        level = np.asarray(self.levels)[self.bands(table)]
+    def run(self, table: Any, costs: np.ndarray, key: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Per input of ``table``: whether the answer is right, and its cost (fractions of u=1's); ``key``
+        as in :meth:`bands` (the out-of-fold probe scores of the table a probe router was chosen on)."""
+        level = np.asarray(self.levels)[self.bands(table, key)]
         keep = level <= self.preview
         answer = np.where(keep, self.preview, level)
         correct = np.asarray(table.correct, dtype=bool)
@@ -306,27 +308,11 @@ def best_router(
         if found is None:
             continue
         router, lp = found
-        value = float(_run_keyed(router, table, costs, key)[0].mean())
+        value = float(router.run(table, costs, key)[0].mean())
         if best is None or value > best[0] + 1e-12:
             best = (value, router)
         lp_best = max(lp_best, lp)
     return (None if best is None else best[1]), float(lp_best)
-
-
-def _run_keyed(router: Router, table: Any, costs: np.ndarray, key: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    """``router.run`` with the band key given (the out-of-fold probe scores of the table it was chosen on)."""
-    if key is None:
-        return router.run(table, costs)
-    return dataclasses.replace(router, probe=None).run(_KeyedTable(table, router.preview, key), costs)
-
-
-class _KeyedTable:
-    """A table whose confidence column ``preview`` is replaced by ``key`` (what a router reads)."""
-
-    def __init__(self, table: Any, preview: int, key: np.ndarray) -> None:
-        conf = np.array(table.confidence, dtype=np.float64, copy=True)
-        conf[:, preview] = key
-        self.confidence, self.correct, self.num_samples = conf, table.correct, table.num_samples
 
 
 @dataclass(frozen=True, eq=False)
@@ -488,7 +474,10 @@ def cascade_bounds(
 
     def measured(policy: Cascade | Router) -> dict[str, Any]:
         right, cost = policy.run(test, costs)
-        vr, vc = policy.run(val, costs)
+        if isinstance(policy, Router) and policy.probe is not None and probes is not None:
+            vr, vc = policy.run(val, costs, probes[policy.preview][1])  # the out-of-fold scores it was chosen on
+        else:
+            vr, vc = policy.run(val, costs)
         entry: dict[str, Any] = {"accuracy": 100.0 * float(right.mean()), "cost": float(cost.mean())}
         entry |= {"val_accuracy": 100.0 * float(vr.mean()), "val_cost": float(vc.mean())}
         if isinstance(policy, Cascade):
