@@ -10,6 +10,8 @@ import pytest
 
 from tnn import data
 
+ROOT = Path(__file__).resolve().parents[1]
+
 FMNIST_SYSTEM = Path("/usr/share/datasets/fashion-mnist")
 
 
@@ -304,3 +306,32 @@ def test_gestures_need_motion(no_env: None) -> None:
     chance = 1 / data.num_classes("gestures")
     assert static < 2 * chance, static
     assert motion > 2.5 * chance, motion
+
+
+def test_cifar_jpeg_info(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """scripts/cifar_jpeg_info.py recovers the quality and subsampling Pillow encoded with."""
+    import importlib.util
+    import io
+    import tarfile
+
+    image_mod = pytest.importorskip("PIL.Image")
+    spec = importlib.util.spec_from_file_location("cifar_jpeg_info", ROOT / "scripts" / "cifar_jpeg_info.py")
+    info = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(info)
+    rng = np.random.default_rng(0)
+    archive = tmp_path / "jpegs.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for k, (quality, subsampling) in enumerate([(75, 2), (75, 2), (90, 0)]):
+            buf = io.BytesIO()
+            pixels = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+            image_mod.fromarray(pixels).save(buf, "JPEG", quality=quality, subsampling=subsampling)
+            member = tarfile.TarInfo(f"train/cat/{k}.jpg")
+            member.size = len(buf.getvalue())
+            tar.addfile(member, io.BytesIO(buf.getvalue()))
+    assert info.main([str(archive)]) == 0
+    out = capsys.readouterr().out
+    assert "images: 3" in out
+    assert "IJG quality: 75 (2), 90 (1)" in out
+    assert "chroma subsampling: 4:2:0 (2), 4:4:4 (1)" in out
+    assert info.main([str(tmp_path / "missing.tar.gz")]) == 2
+    assert "cannot read" in capsys.readouterr().err
