@@ -13,7 +13,12 @@ with where that energy came from:
   (or, in :meth:`CostProfile.from_flops`, FLOPs × an assumed energy per FLOP). The profile's
   ``energy_model`` field states the assumption; never mistake it for a measurement.
 
-Format (``version`` 1): see ``DESIGN.md`` "File formats"; readers refuse newer versions.
+Format (``version`` 1; readers refuse newer versions): a JSON object with ``model``,
+``input_shape``, ``num_classes``, ``in_channels``, ``batch_size``, ``device`` {``kind``: cpu | cuda,
+``name``}, the torch version, the date, and ``levels``: one entry per level with ``u``, ``flops``,
+``params``, ``latency_ms`` {median, p10, p90} of one forward call at that batch size, ``energy_mj``
+{median, p10, p90, ``source``} per input including the idle share, and ``energy_dynamic_mj``, the
+same above idle (:meth:`CostProfile.to_dict` writes it).
 ``tnn profile`` measures and writes a profile; ``tnn profile-plot`` draws them. Needs only
 torch and numpy; ``pynvml`` (from ``nvidia-ml-py``) and matplotlib are imported when used.
 """
