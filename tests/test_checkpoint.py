@@ -8,6 +8,8 @@ import torch
 
 import tnn
 from tnn.checkpoint import FORMAT, VERSION, CheckpointError, read_checkpoint
+from tnn.cli import main as cli_main
+from tnn.runtime import resolve_device
 
 
 @pytest.fixture(scope="module")
@@ -182,3 +184,85 @@ def test_non_tensor_weights_name_the_file(model, tmp_path):
     torch.save(payload, bad)
     with pytest.raises(CheckpointError, match=r"bad.pt: checkpoint state_dict holds .*'fc.weight'"):
         tnn.load_checkpoint(bad)
+
+
+@pytest.mark.parametrize("extra", [{1: 2}, {"name": "resnet20"}])
+def test_model_kwargs_that_are_not_keyword_arguments_are_refused(model, tmp_path, capsys, extra):
+    good = tmp_path / "good.pt"
+    tnn.save_checkpoint(model, good)
+    payload = read_checkpoint(good)
+    payload["model_kwargs"] = {**payload["model_kwargs"], **extra}
+    bad = tmp_path / "bad.pt"
+    torch.save(payload, bad)
+    with pytest.raises(CheckpointError, match=r"bad.pt: checkpoint model_kwargs has keys"):
+        read_checkpoint(bad)
+    with pytest.raises(CheckpointError, match="cannot rebuild the model"):  # the TypeError of **kwargs, named
+        tnn.checkpoint.model_from_payload(payload, bad)
+    for command in (["info", str(bad)], ["evaluate", str(bad)]):
+        assert cli_main(command) == 2
+        assert "model_kwargs has keys" in capsys.readouterr().err
+
+
+def test_meta_may_not_replace_the_computed_card_fields(model, tmp_path):
+    assert set(tnn.checkpoint.COMPUTED_FIELDS) <= set(
+        read_checkpoint(tnn.save_checkpoint(model, tmp_path / "ok.pt"))["card"]
+    )
+    with pytest.raises(ValueError, match=r"arch, levels are computed from the model and cannot be given as meta"):
+        tnn.save_checkpoint(model, tmp_path / "x.pt", arch="vgg11", levels=[9], dataset="cifar10")
+    with pytest.raises(ValueError, match="flops is computed"):
+        tnn.save_checkpoint(model, tmp_path / "x.pt", flops={"1": 0})
+    assert not (tmp_path / "x.pt").exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "make"),
+    [
+        ("fc.weight", lambda t: t.long()),
+        ("fc.weight", lambda t: t.to(torch.complex64)),
+        ("stem_bn.norms.0.num_batches_tracked", lambda t: t.float()),
+    ],
+)
+def test_stored_tensors_of_the_wrong_dtype_kind_are_refused(model, tmp_path, name, make):
+    path = tmp_path / "m.pt"
+    tnn.save_checkpoint(model, path)
+    payload = read_checkpoint(path)
+    payload["state_dict"][name] = make(payload["state_dict"][name])
+    torch.save(payload, path)
+    with pytest.raises(CheckpointError, match=rf"m.pt: stored tensors of the wrong kind .*{name} is torch\."):
+        tnn.load_checkpoint(path)
+
+
+def test_accuracy_at_reads_levels_as_save_checkpoint_stores_them(tmp_path):
+    model = tnn.create_model("resnet8", in_channels=1, input_size=28, num_levels=3)
+    path = tmp_path / "m.pt"
+    tnn.save_checkpoint(model, path, accuracy={u: 10.0 * (i + 1) for i, u in enumerate(model.levels)})
+    card = read_checkpoint(path)["card"]
+    assert sorted(card["accuracy"]) == ["0.333333", "0.666667", "1"]  # f"{u:g}", as documented
+    assert 'f"{u:g}"' in tnn.save_checkpoint.__doc__ and "as JSON would" not in tnn.save_checkpoint.__doc__
+    assert [tnn.accuracy_at(card, u) for u in model.levels] == [10.0, 20.0, 30.0]
+    assert tnn.accuracy_at(card, 1) == 30.0 and tnn.accuracy_at(card, 0.5) is None
+    assert tnn.accuracy_at({"accuracy": {1: 90.0, "0.50": 70.0}}, 0.5) == 70.0  # other spellings of the key
+    assert tnn.accuracy_at({"accuracy": {1: 90.0}}, 1.0) == 90.0
+    assert tnn.accuracy_at({"arch": "resnet8"}, 1.0) is None
+    with pytest.raises(ValueError, match="u must be a finite real number"):
+        tnn.accuracy_at(card, "1")
+    with pytest.raises(ValueError, match="'accuracy' is a list"):
+        tnn.accuracy_at({"accuracy": [1.0]}, 1.0)
+
+
+def test_info_reads_files_without_a_dtype_field(model, tmp_path, capsys):
+    path = tmp_path / "old.pt"
+    tnn.save_checkpoint(model, path, half=True)
+    payload = read_checkpoint(path)
+    del payload["dtype"]
+    torch.save(payload, path)
+    assert cli_main(["info", str(path)]) == 0
+    assert "(float16 weights)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("device", [torch.device("meta"), torch.device("mps"), "meta"])
+def test_devices_other_than_cpu_and_cuda_are_refused_whatever_their_type(model, tmp_path, device):
+    path = tnn.save_checkpoint(model, tmp_path / "m.pt")
+    with pytest.raises(ValueError, match=r"unknown device '(meta|mps)'; use auto, cpu, cuda or cuda:N"):
+        tnn.load_checkpoint(path, map_location=device)
+    assert resolve_device(torch.device("cpu")) == torch.device("cpu")

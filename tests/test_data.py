@@ -335,3 +335,23 @@ def test_cifar_jpeg_info(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert "chroma subsampling: 4:2:0 (2), 4:4:4 (1)" in out
     assert info.main([str(tmp_path / "missing.tar.gz")]) == 2
     assert "cannot read" in capsys.readouterr().err
+
+
+def test_gestures_cache_is_written_like_any_file_and_synced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+    import stat
+
+    import tnn.checkpoint
+
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd)))
+    data.load("gestures", "test", n_test=10, seed=2, root=tmp_path)
+    (cache,) = tmp_path.glob("*.npz")
+    assert stat.S_IMODE(cache.stat().st_mode) == 0o666 & ~tnn.checkpoint._UMASK  # not mkstemp's 0600
+    assert synced  # flushed to disk before the rename
+    assert [p.name for p in tmp_path.iterdir()] == [cache.name]  # no temporary file left behind
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    x, _ = data.load("gestures", "test", n_test=10, seed=2, root=blocked / "sub")  # unwritable: no cache, no error
+    assert len(x) == 10

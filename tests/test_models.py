@@ -1,17 +1,19 @@
 """Every registered model: shapes, exact FLOPs, real slicing (== masked reference), gradients, fast path."""
 
 import copy
+import inspect
 import itertools
 import math
 import pickle
 import re
+from pathlib import Path
 
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import tnn
-from tnn.layers import CostCounter, LevelBatchNorm, ThrottleConv, ThrottleLinear
+from tnn.layers import CostCounter, LevelBatchNorm, ThrottleConv, ThrottleLinear, active_channels
 
 
 def _configs():
@@ -390,3 +392,78 @@ def test_flops_at_another_input_shape_equal_the_model_built_for_it(name):
         model.flops(1.0, model.input_shape[1:])
     with pytest.raises(ValueError, match=r"expects input of shape"):  # the forward pass stays strict
         model(torch.rand(1, *other.input_shape))
+
+
+@pytest.mark.parametrize("name", ["resnet8", "resnext29_8x16d"])
+@pytest.mark.parametrize("kind", ["forward", "pre"])
+def test_hooks_on_depth_skipped_blocks_run_in_the_fast_path(name, kind):
+    """A skipped block still runs (it passes its shortcut through), so a hook on it fires as in the reference."""
+    torch.manual_seed(0)
+    model = randomized_norms(tnn.create_model(name, strategy="depth"))
+    x, u = batch(model, 1), model.levels[0]
+    skipped = next(b for b in model.blocks if not b.active[0])
+    fast_and_reference(model, x, u)  # builds the plan (where the family has one) without the hook
+    calls = []
+    register = skipped.register_forward_hook if kind == "forward" else skipped.register_forward_pre_hook
+    handle = register(lambda *a: calls.append(1))
+    fast, ref = fast_and_reference(model, x, u)
+    handle.remove()
+    assert len(calls) == 2  # the fast call and the reference call
+    torch.testing.assert_close(fast, ref, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("widths", [(32, 16, 16), (16, 32, 16), (16, 16, 8)])
+def test_resnet_widths_must_not_decrease(widths):
+    with pytest.raises(ValueError, match=r"widths must be non-decreasing \(the parameter-free option-A shortcut"):
+        tnn.create_model("resnet8", widths=widths)
+    with pytest.raises(ValueError, match="non-decreasing"):
+        tnn.models.resnet.CifarResNet(8, widths=widths)
+    with pytest.raises(ValueError, match="positive ints"):
+        tnn.models.resnet.CifarResNet(8, widths=(16, 0, 32))
+    model = tnn.create_model("resnet8", widths=(16, 16, 32)).eval()  # equal neighbours are fine
+    with torch.no_grad():
+        assert model(batch(model, 1), 0.25).shape == (1, 10)
+
+
+@pytest.mark.parametrize(
+    "stats", [{"mean": (float("nan"),) * 3}, {"std": (0.2, float("nan"), 0.2)}, {"std": (float("inf"),) * 3}]
+)
+def test_non_finite_normalisation_is_refused(stats):
+    with pytest.raises(ValueError, match=r"mean/std need 3 finite numbers each \(std > 0\)"):
+        tnn.create_model("resnet8", **stats)
+
+
+@pytest.mark.parametrize("compression", [0.0, -0.5, 1.5, float("nan"), 1e-4])
+def test_densenet_compression_must_keep_channels(compression):
+    with pytest.raises(ValueError, match="compression"):
+        tnn.create_model("densenet_bc_52", compression=compression)
+
+
+def test_densenet_compression_one_keeps_every_channel():
+    model = tnn.create_model("densenet_bc_52", compression=1.0)
+    assert model.stages[2].out_channels == model.stages[2].in_channels
+
+
+def test_resnext_paths_follow_the_documented_rule_with_custom_levels():
+    model = tnn.create_model("resnext29_8x16d", levels=(0.3, 1.0))
+    assert model.blocks[0].conv2.active_groups == (4, 8)  # not ceil(0.3 * 8) = 3
+    assert model.blocks[0].conv2.active_groups[0] == active_channels(0.3, 8, 2)
+    doc = tnn.models.resnext.__doc__
+    assert "active_channels(u, C, L)" in doc and "level 0.3 runs 4 paths" in doc
+
+
+@pytest.mark.parametrize("name", ["vgg11", "vgg16", "resnet20", "densenet_bc_100"])
+def test_documented_parameter_counts_match_the_model(name):
+    from tnn.models._registry import _MODELS
+
+    shown = re.search(r"\(([\d.]+) M parameters", _MODELS[name].__doc__).group(1)
+    digits = len(shown.split(".")[1])
+    assert float(shown) == round(tnn.create_model(name).params(1.0) / 1e6, digits)
+
+
+def test_declared_torch_floor_has_device_type_autocast_queries():
+    """ThrottleNet.check_input calls torch.is_autocast_enabled(device_type), new in torch 2.4."""
+    pyproject = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
+    major, minor = map(int, re.search(r'"torch>=(\d+)\.(\d+)', pyproject).groups())
+    assert (major, minor) >= (2, 4)
+    assert "is_autocast_enabled(x.device.type)" in inspect.getsource(tnn.ThrottleNet.check_input)

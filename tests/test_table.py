@@ -229,3 +229,32 @@ def test_shipped_model_val_table_matches_training_metrics(tmp_path):
     metrics = json.loads((SHIPPED.parent / "metrics.json").read_text())["val_accuracy_after_bn_recalibration"]
     for u, acc in table.accuracy().items():
         assert acc == pytest.approx(metrics[f"{u:g}"], abs=0.1)  # the trainer's own evaluation, 6 images of slack
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"version": np.array("two")}, r"invalid response-table version \(<U3 array"),
+        ({"version": np.array([2, 2])}, r"invalid response-table version \(int64 array of shape \(2,\)"),
+        ({"version": np.array(2.0)}, "expected an integer"),
+        ({"meta": np.array("[1, 2]")}, "metadata is a JSON list, not an object"),
+        ({"levels": np.array([1.0, 0.5] + [0.25] * 6)}, "strictly ascending"),
+        ({"labels": np.zeros((8, 1), np.int64)}, r"labels has shape \(8, 1\)"),
+        ({"feature_offsets": "float"}, "feature_offsets must be integers"),
+    ],
+)
+def test_damaged_table_files_raise_table_error_and_the_cache_rebuilds_them(tiny, tmp_path, change, message):
+    table = build_table(tiny["model"], tiny["images"][:8], tiny["labels"][:8])
+    with np.load(table.save(tmp_path / "t.npz")) as z:
+        arrays = {k: z[k] for k in z.files}
+    if change.get("feature_offsets") == "float":
+        change = {"feature_offsets": arrays["feature_offsets"].astype(np.float64) + 0.5}
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, **{**arrays, **change})
+    with pytest.raises(TableError, match=message):
+        ResponseTable.load(bad)
+    # a cache entry damaged this way is rebuilt, as `tnn cache` promises, not a crash
+    cached = tmp_path / "cached.npz"
+    cached.write_bytes(bad.read_bytes())
+    rebuilt = cached_table(tiny["ckpt"], "val", data_root=tiny["data"], out=cached)
+    assert rebuilt.num_samples == 12 and ResponseTable.load(cached).meta["split"] == "val"

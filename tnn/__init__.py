@@ -5,7 +5,7 @@ says exactly what it spent. Needs only torch and numpy.
 """
 
 from tnn import data
-from tnn.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from tnn.checkpoint import CheckpointError, accuracy_at, load_checkpoint, save_checkpoint
 from tnn.layers import DEFAULT_NUM_LEVELS, STRATEGIES, CostCounter
 from tnn.models import ThrottleNet, create_model, list_models, register_model
 
@@ -17,6 +17,7 @@ __all__ = [
     "CheckpointError",
     "CostCounter",
     "ThrottleNet",
+    "accuracy_at",
     "create_model",
     "data",
     "list_models",

@@ -11,10 +11,16 @@ Layout (format version 1)::
      "state_dict": {...}, "dtype": "float32" | "float16",
      "card": {"arch", "levels", "strategy", "params", "flops", ... user meta:
               "dataset", "variant", "accuracy" {u: top-1 %}, "made" {command, seed, ...}}}
+
+Level keys ("params", "flops", "accuracy") are strings: a float ``u`` is stored as ``f"{u:g}"``
+(six significant digits: 0.125 -> "0.125", 1.0 -> "1", 1/3 -> "0.333333"); :func:`accuracy_at`
+looks a level up by its float value.
 """
 
 from __future__ import annotations
 
+import math
+import numbers
 import os
 import pickle
 import tempfile
@@ -28,9 +34,11 @@ import torch
 from tnn.models import ThrottleNet, create_model
 
 __all__ = [
+    "COMPUTED_FIELDS",
     "FORMAT",
     "VERSION",
     "CheckpointError",
+    "accuracy_at",
     "atomic_write",
     "describe_error",
     "load_checkpoint",
@@ -41,6 +49,8 @@ __all__ = [
 
 FORMAT = "tnn-checkpoint"
 VERSION = 1
+#: card fields save_checkpoint computes from the model; meta keyword arguments may not replace them
+COMPUTED_FIELDS = ("arch", "model_kwargs", "levels", "strategy", "input_shape", "num_classes", "params", "flops")
 
 
 def describe_error(err: BaseException) -> str:
@@ -85,7 +95,7 @@ def _check_primitive(value: Any, where: str) -> Any:
     for kind in (bool, int, float, str):  # plain types only: subclasses (TorchVersion, numpy) don't unpickle
         if isinstance(value, kind):
             return kind(value)
-    if isinstance(value, Mapping):
+    if isinstance(value, Mapping):  # float keys become f"{k:g}" strings; str and int keys stay as they are
         out = {}
         for k, v in value.items():
             key = f"{float(k):g}" if isinstance(k, float) else k
@@ -106,11 +116,20 @@ def save_checkpoint(model: ThrottleNet, path: str | os.PathLike, *, half: bool =
     """Write ``model`` and its card to ``path`` atomically; ``half`` stores float weights as fp16.
 
     The card always holds arch, model_kwargs, levels, strategy, parameter and FLOP counts; the
-    keyword arguments add the rest (dataset, variant, accuracy {u: %}, made {command, seed, ...}).
-    Accuracy keys are stored as strings ("0.125"), as JSON would.
+    keyword arguments add the rest (dataset, variant, accuracy {u: %}, made {command, seed, ...}); they
+    may not replace the computed fields (ValueError). A float key ``u`` (as in ``accuracy``) is stored
+    as the string ``f"{u:g}"`` (0.125 -> "0.125", 1.0 -> "1"); str and int keys are kept as given.
+    Read a level's accuracy back with :func:`accuracy_at`.
     """
     if not isinstance(model, ThrottleNet) or not model.model_kwargs:
         raise ValueError("save_checkpoint needs a model built by tnn.create_model (it records how to rebuild it)")
+    clash = sorted(set(meta) & set(COMPUTED_FIELDS))
+    if clash:
+        raise ValueError(
+            f"save_checkpoint: {', '.join(clash)} {'is' if len(clash) == 1 else 'are'} computed from the model and "
+            f"cannot be given as meta; drop {'it' if len(clash) == 1 else 'them'} (build the model with the "
+            "arch/levels you want instead)"
+        )
     card = {
         "arch": model.arch,
         "model_kwargs": _check_primitive(model.model_kwargs, "model_kwargs"),
@@ -191,6 +210,13 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
                 f"{path}: checkpoint {key!r} is of type {type(payload[key]).__name__}, not {kind.__name__}: "
                 "the file is damaged or was not written by tnn.save_checkpoint"
             )
+    bad_kwargs = [k for k in payload["model_kwargs"] if not isinstance(k, str) or k == "name"]
+    if bad_kwargs:
+        raise CheckpointError(
+            f"{path}: checkpoint model_kwargs has keys {', '.join(map(repr, bad_kwargs[:3]))} that are not "
+            "create_model arguments (they must be strings other than 'name'): the file is damaged or was not "
+            "written by tnn.save_checkpoint"
+        )
     bad = [k for k, v in payload["state_dict"].items() if not (isinstance(k, str) and isinstance(v, torch.Tensor))]
     if bad:
         raise CheckpointError(
@@ -213,8 +239,19 @@ def model_from_payload(payload: dict, path: str | os.PathLike) -> ThrottleNet:
     """The float32 model a validated payload (from :func:`read_checkpoint`) describes."""
     try:
         model = create_model(payload["arch"], **payload["model_kwargs"])
-    except ValueError as err:
+    except (ValueError, TypeError) as err:  # TypeError: keys that are not keyword arguments
         raise CheckpointError(f"{path}: cannot rebuild the model: {err}") from None
+    own = model.state_dict()
+    mismatched = [
+        f"{k} is {v.dtype} where the model has {own[k].dtype}"
+        for k, v in payload["state_dict"].items()
+        if k in own and v.is_floating_point() != own[k].is_floating_point()
+    ]
+    if mismatched:
+        raise CheckpointError(
+            f"{path}: stored tensors of the wrong kind (floating vs integer): {', '.join(mismatched[:3])}"
+            f"{', ...' if len(mismatched) > 3 else ''}; the file is damaged or was not written by tnn.save_checkpoint"
+        )
     state = {k: v.float() if v.is_floating_point() else v for k, v in payload["state_dict"].items()}
     try:
         model.load_state_dict(state, strict=True)
@@ -223,3 +260,31 @@ def model_from_payload(payload: dict, path: str | os.PathLike) -> ThrottleNet:
     if any(t.is_floating_point() and not bool(torch.isfinite(t).all()) for t in state.values()):
         raise CheckpointError(f"{path}: weights contain NaN or inf")
     return model
+
+
+def accuracy_at(card: Mapping[str, Any], u: float) -> float | None:
+    """The top-1 accuracy (%) a checkpoint card records at level ``u``; None if it records none there.
+
+    Keys are looked up as :func:`save_checkpoint` stores them (``f"{u:g}"``), so ``accuracy_at(card, 0.125)``
+    finds ``"0.125"`` and ``accuracy_at(card, 1.0)`` finds ``"1"``; int keys and other spellings of the same
+    number ("0.50") match too.
+    """
+    if isinstance(u, bool) or not isinstance(u, numbers.Real) or not math.isfinite(float(u)):
+        raise ValueError(f"accuracy_at: u must be a finite real number (a level such as 0.125), got {u!r}")
+    if not isinstance(card, Mapping):
+        raise ValueError(f"accuracy_at: expected a checkpoint card (a dict), got {type(card).__name__}")
+    table = card.get("accuracy")
+    if table is None:
+        return None
+    if not isinstance(table, Mapping):
+        raise ValueError(f"accuracy_at: the card's 'accuracy' is a {type(table).__name__}, not a dict {{u: %}}")
+    key = f"{float(u):g}"
+    if key in table:
+        return float(table[key])
+    for k, value in table.items():
+        try:
+            if f"{float(k):g}" == key:
+                return float(value)
+        except (TypeError, ValueError):
+            continue
+    return None

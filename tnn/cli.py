@@ -71,7 +71,11 @@ def _models_input_shape(model: ThrottleNet, sizes: Sequence[int] | None) -> tupl
 def _cmd_info(args: argparse.Namespace) -> int:
     payload = read_checkpoint(args.checkpoint)
     card = dict(payload["card"])
-    card["format"] = f"{payload['format']} v{payload['version']} ({payload['dtype']} weights)"
+    dtype = payload.get("dtype")
+    if not isinstance(dtype, str):  # files written before the field existed: say what the weights are
+        kinds = {str(t.dtype).removeprefix("torch.") for t in payload["state_dict"].values() if t.is_floating_point()}
+        dtype = "/".join(sorted(kinds)) or "unrecorded"
+    card["format"] = f"{payload['format']} v{payload['version']} ({dtype} weights)"
     print(json.dumps(card, indent=2, default=str))
     return 0
 

@@ -37,7 +37,6 @@ from __future__ import annotations
 import gzip
 import os
 import pickle
-import tempfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -350,19 +349,14 @@ def _gesture_cache_path(root: str | os.PathLike | None, part: str, n: int, seed:
 
 
 def _save_atomic(path: Path, **arrays: np.ndarray) -> None:
-    """Write through a temporary file and rename, so readers never see a half-written cache."""
+    """Write through :func:`tnn.checkpoint.atomic_write` (temporary file, fsync, rename; the permissions
+    ``open`` would give), so readers never see a half-written cache."""
+    from tnn.checkpoint import atomic_write  # imported here: tnn.checkpoint pulls in torch and the models
+
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+        atomic_write(path, lambda fh: np.savez(fh, **arrays))
     except OSError:
-        return  # the cache is a convenience; an unwritable directory is not an error
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        return  # the cache is a convenience; an unwritable directory (or a full disk) is not an error
 
 
 def generate_gestures(n: int, seed: int = 0, part: str = "train") -> tuple[np.ndarray, np.ndarray]:

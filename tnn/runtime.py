@@ -10,7 +10,8 @@ __all__ = ["resolve_device", "set_threads"]
 def resolve_device(name: str | torch.device) -> torch.device:
     """``'auto'`` (CUDA if torch sees a GPU, else CPU), ``'cpu'``, ``'cuda'`` or ``'cuda:N'`` as a device.
 
-    ValueError for any other name, for CUDA where this torch sees none, and for a GPU index it lacks.
+    A ``torch.device`` is checked the same way. ValueError for any other name or device type (mps,
+    meta, ...), for CUDA where this torch sees none, and for a GPU index it lacks.
     """
     if isinstance(name, torch.device):
         dev = name
@@ -21,8 +22,9 @@ def resolve_device(name: str | torch.device) -> torch.device:
             dev = torch.device(name)
         except (RuntimeError, TypeError):
             dev = None
-        if dev is None or dev.type not in ("cpu", "cuda"):
-            raise ValueError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N")
+    if dev is None or dev.type not in ("cpu", "cuda"):
+        shown = str(name) if isinstance(name, torch.device) else name
+        raise ValueError(f"unknown device {shown!r}; use auto, cpu, cuda or cuda:N")
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise ValueError(f"device {str(dev)!r} asked for, but this torch sees no CUDA GPU; use cpu")

@@ -92,6 +92,21 @@ class ResponseTable:
     feature_offsets: np.ndarray | None = None
 
     def __post_init__(self) -> None:
+        self.labels, self.levels = np.asarray(self.labels), np.asarray(self.levels)
+        if self.labels.ndim != 1:
+            raise TableError(f"response table: labels has shape {self.labels.shape}, expected one per sample (N,)")
+        levels = self.levels
+        if (
+            levels.ndim != 1
+            or len(levels) == 0
+            or not (np.issubdtype(levels.dtype, np.floating) or np.issubdtype(levels.dtype, np.integer))
+            or not np.isfinite(levels).all()
+            or (np.diff(levels) <= 0).any()
+        ):
+            raise TableError(
+                f"response table: levels {levels.tolist()} are not a 1-D, strictly ascending list of numbers; "
+                "rebuild the table with tnn cache"
+            )
         n, lv = len(self.labels), len(self.levels)
         shapes = {
             "preds": (n, lv),
@@ -107,7 +122,13 @@ class ResponseTable:
                 raise TableError(f"response table: {name} has shape {arr.shape}, expected ({n}, ·)")
         if self.feature_offsets is None:
             self.feature_offsets = np.array([0, self.features.shape[1]], np.int64)
-        off = np.asarray(self.feature_offsets, np.int64)
+        raw = np.asarray(self.feature_offsets)
+        if not np.issubdtype(raw.dtype, np.integer):
+            raise TableError(
+                f"response table: feature_offsets must be integers (column indices), got dtype {raw.dtype}; "
+                "rebuild the table with tnn cache"
+            )
+        off = raw.astype(np.int64)
         if (
             off.ndim != 1
             or not 2 <= len(off) <= lv + 1
@@ -187,7 +208,13 @@ class ResponseTable:
             raise TableError(f"{path} is corrupt or not a .npz file ({why}); rebuild it with tnn cache") from None
         if "format" not in data or str(data["format"]) != TABLE_FORMAT:
             raise TableError(f"{path} is not a TNN response table (format {TABLE_FORMAT!r}); build one with tnn cache")
-        version = int(data.get("version", -1))
+        raw_version = data.get("version")
+        if raw_version is None or raw_version.ndim != 0 or not np.issubdtype(raw_version.dtype, np.integer):
+            shown = "none" if raw_version is None else f"{raw_version.dtype} array of shape {raw_version.shape}"
+            raise TableError(
+                f"{path}: invalid response-table version ({shown}, expected an integer); rebuild it with tnn cache"
+            )
+        version = int(raw_version)
         if version > TABLE_VERSION:
             raise TableError(
                 f"{path} is response-table format v{version}, newer than this tnn reads (v{TABLE_VERSION}); upgrade tnn"
@@ -201,6 +228,10 @@ class ResponseTable:
             meta = json.loads(str(data["meta"]))
         except json.JSONDecodeError as err:
             raise TableError(f"{path}: unreadable metadata ({err}); rebuild it with tnn cache") from None
+        if not isinstance(meta, dict):
+            raise TableError(
+                f"{path}: metadata is a JSON {type(meta).__name__}, not an object; rebuild it with tnn cache"
+            )
         optional = {name: data[name] for name in _OPTIONAL if name in data}
         if version >= 2 and "feature_offsets" not in optional:
             raise TableError(f"{path}: response table v{version} lacks feature_offsets; rebuild it with tnn cache")

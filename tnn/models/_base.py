@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from itertools import chain
 
@@ -79,11 +80,21 @@ class ThrottleNet(nn.Module):
         c = self.input_shape[0]
         default_mean, default_std = default_normalization(c)
         mean, std = tuple(mean or default_mean), tuple(std or default_std)
-        if len(mean) != c or len(std) != c or min(std) <= 0:
-            raise ValueError(f"mean/std need {c} values (std > 0), got mean={mean}, std={std}")
+        try:
+            values = [float(v) for v in mean + std if not isinstance(v, bool)]
+        except (TypeError, ValueError):
+            values = []
+        if (
+            len(mean) != c
+            or len(std) != c
+            or len(values) != 2 * c
+            or not all(map(math.isfinite, values))
+            or min(values[c:]) <= 0
+        ):
+            raise ValueError(f"mean/std need {c} finite numbers each (std > 0), got mean={mean}, std={std}")
         stats_shape = (1, c) + (1,) * (len(self.input_shape) - 1)
-        self.register_buffer("mean", torch.tensor(mean).reshape(stats_shape), persistent=False)
-        self.register_buffer("std", torch.tensor(std).reshape(stats_shape), persistent=False)
+        self.register_buffer("mean", torch.tensor(values[:c]).reshape(stats_shape), persistent=False)
+        self.register_buffer("std", torch.tensor(values[c:]).reshape(stats_shape), persistent=False)
         # set by tnn.create_model so that a checkpoint can rebuild the model
         self.arch: str = type(self).__name__
         self.model_kwargs: dict = {}

@@ -9,6 +9,7 @@ single strategy, ``width``.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 
 import torch
@@ -79,6 +80,11 @@ class CifarDenseNet(ThrottleNet):
     ) -> None:
         if (depth - 4) % 6 or depth < 10:
             raise ValueError(f"DenseNet-BC depth must be 6L+4 (40, 52, 100, ...), got {depth}")
+        if isinstance(compression, bool) or not isinstance(compression, numbers.Real) or not 0 < compression <= 1:
+            raise ValueError(
+                f"DenseNet-BC compression must be in (0, 1] (the share of channels a transition keeps; 0.5 in "
+                f"the paper), got {compression!r}"
+            )
         super().__init__(
             input_shape=(in_channels, input_size, input_size),
             num_classes=num_classes,
@@ -98,6 +104,11 @@ class CifarDenseNet(ThrottleNet):
             c += num_layers * growth
             if i < 2:
                 out = int(c * compression)
+                if out < 1:
+                    raise ValueError(
+                        f"DenseNet-BC compression {compression} leaves a transition of {c} channels with none; "
+                        f"use at least {1 / c:.3g}"
+                    )
                 stages += [LevelBatchNorm(block.out_counts), ThrottleConv(2, c, out, 1, levels_, throttle=False)]
                 c = out
         self.stages = nn.ModuleList(stages)

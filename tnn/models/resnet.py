@@ -8,6 +8,7 @@ from the back (the first block of every stage is the last to go).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 
 import torch
@@ -80,6 +81,14 @@ class CifarResNet(ThrottleNet):
     ) -> None:
         if (depth - 2) % 6 or depth < 8:
             raise ValueError(f"CIFAR ResNet depth must be 6n+2 (20, 32, 44, 56, 110, ...), got {depth}")
+        widths = tuple(widths)
+        if not widths or not all(isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in widths):
+            raise ValueError(f"CIFAR ResNet widths must be positive ints (channels per stage), got {list(widths)}")
+        if any(b < a for a, b in itertools.pairwise(widths)):
+            raise ValueError(
+                f"CIFAR ResNet widths must be non-decreasing (the parameter-free option-A shortcut can pad "
+                f"channels but not drop them), got {list(widths)}; e.g. (16, 32, 64)"
+            )
         super().__init__(
             input_shape=(in_channels, input_size, input_size),
             num_classes=num_classes,
@@ -121,7 +130,9 @@ class CifarResNet(ThrottleNet):
         for block in self.blocks:
             out = block.conv2.out_counts[level]
             conv1 = conv2 = None
-            if block.active[level]:
+            if not block.active[level]:
+                modules.append(block)  # skipped, but a hook on it must still see it run: watch its hooks
+            else:
                 conv1 = fold_conv_bn(block.conv1, block.bn1, level, channels)
                 conv2 = fold_conv_bn(block.conv2, block.bn2, level, block.conv1.out_counts[level])
                 if conv1 is None or conv2 is None:

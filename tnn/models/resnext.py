@@ -1,7 +1,10 @@
 """CIFAR ResNeXt-29 (Xie et al., 2017): bottleneck blocks whose grouped 3×3 convolution has C paths.
 
-Width throttles the cardinality: at level u the first ceil(u·C) paths of every block run (the
-1×1 convolutions around them shrink with them); stem, projections and block outputs keep their
+Width throttles the cardinality: at level u (one of L levels) the first
+``active_channels(u, C, L)`` paths of every block run — ceil(u·C) rounded up to a multiple of the
+grain m (the largest of 8, 4, 2, 1 with C >= m·L), at least m and at most C; for the default C = 8
+and 8 levels that is ceil(u·C), but with ``levels=(0.3, 1.0)`` (m = 4) level 0.3 runs 4 paths, not 3.
+The 1×1 convolutions around them shrink with them; stem, projections and block outputs keep their
 width. Depth skips whole blocks (the shortcut passes through), ranked as in the CIFAR ResNets.
 """
 

@@ -82,11 +82,11 @@ class CifarVGG(ThrottleNet):
 
 @register_model
 def vgg11(**kwargs) -> CifarVGG:
-    """VGG-11 with BN (9.2 M parameters at width_mult=1)."""
+    """VGG-11 with BN (9.5 M parameters at u=1 and width_mult=1)."""
     return CifarVGG(11, **kwargs)
 
 
 @register_model
 def vgg16(**kwargs) -> CifarVGG:
-    """VGG-16 with BN (14.9 M parameters at width_mult=1)."""
+    """VGG-16 with BN (15.0 M parameters at u=1 and width_mult=1)."""
     return CifarVGG(16, **kwargs)
