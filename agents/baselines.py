@@ -54,10 +54,13 @@ class Policy(Protocol):
 
 def eval_kwargs_for(policy: Any, env_kwargs: dict[str, Any]) -> dict[str, Any]:
     """The env kwargs to evaluate ``policy`` with: no preview (observation "none") when it ignores the
-    input; the policy's own preview level when it has one (the cascade tunes it)."""
+    input; the preview (observation "features", so the env charges it) when it reads it, at the policy's
+    own preview level when it has one (the cascade tunes it). A baseline reads the preview from the
+    response table whatever the env shows, so it must never be evaluated on an env that does not charge it."""
     if getattr(policy, "needs_preview", True):
         level = getattr(policy, "preview_level", None)
-        return dict(env_kwargs) if level is None else {**env_kwargs, "preview_level": int(level)}
+        kwargs = {**env_kwargs, "observation": "features"}
+        return kwargs if level is None else {**kwargs, "preview_level": int(level)}
     kwargs = {**env_kwargs, "observation": "none"}
     kwargs.pop("preview_level", None)
     return kwargs
@@ -70,16 +73,18 @@ def _action(env: Any, level: int) -> Any:
 def cost_fractions(env: Any, preview_level: int | None = None) -> np.ndarray:
     """Each level's charge as the env computes it, as a fraction of the u=1 cost (its ``info["cost"]``).
 
-    The env charges the preview (at its ``preview_level``, or at ``preview_level`` when given) on top
-    of every level above it when it shows features, a level at or below it costs the preview alone;
-    divided by the bare u=1 cost. Background load is left out (a baseline cannot see it).
+    For a policy that reads the preview (they are evaluated with observation "features", see
+    :func:`eval_kwargs_for`): the preview (at ``env``'s ``preview_level``, or at ``preview_level`` when
+    given) is charged on top of every level above it, a level at or below it costs the preview alone
+    — whatever observation ``env`` itself shows; divided by the bare u=1 cost. Background load is left
+    out (a baseline cannot see it).
     """
     from envs.throttle import charges
 
     base = getattr(env, "unwrapped", env)
     raw = np.array([float(base.profile.cost(u, base.cost_metric)) for u in base.levels], dtype=np.float64)
     level = base.preview_level if preview_level is None else preview_level
-    return charges(raw, level if base.observation == "features" else None) / raw[-1]
+    return charges(raw, level) / raw[-1]
 
 
 def answered_correct(correct: np.ndarray, preview_level: int) -> np.ndarray:

@@ -66,26 +66,46 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if args.seed < 0:
         raise ValueError(f"--seed must be >= 0, got {args.seed}")
     target = Path(args.target)
+    given = args.env_kwargs or {}
+    if given.get("split", "test") != "test":
+        why = "controllers train and baselines tune on 'val'"
+        raise ValueError(f"evaluate-controller evaluates on split 'test' ({why}): drop split")
+    if "subset" in given:
+        raise ValueError("evaluate-controller scores the whole test split: drop subset")
+    conditioned = None
+    if target.is_dir():
+        policy, spec = load_controller(target)
+        conditioned = _lam_range(spec["kwargs"])
     takes = {"static": {"level"}, "cascade": {"lam"}, "bandit": {"lam"}}.get(args.target, set())
+    if conditioned:
+        takes = {"lam"}
     for flag in ("level", "lam"):
         if getattr(args, flag) is not None and flag not in takes:
             what = "a trained controller" if target.is_dir() else f"the {args.target} baseline"
-            users = "static takes" if flag == "level" else "cascade and bandit take"
+            users = "static takes" if flag == "level" else "cascade, bandit and budget-conditioned controllers take"
             raise ValueError(f"--{flag} does not apply to {what} (only {users} it): drop it")
     if target.is_dir():
-        policy, spec = load_controller(target)
-        env_id, kwargs = spec["id"], {**spec["kwargs"], **(args.env_kwargs or {})}
+        env_id, kwargs = spec["id"], {**spec["kwargs"], **given}
         if args.env_id:
             env_id = args.env_id
+        if conditioned:
+            low, high = conditioned
+            if args.lam is None:
+                raise ValueError(
+                    f"{target} is a budget-conditioned controller (it trained on λ drawn per episode in "
+                    f"[{low:g}, {high:g}] and reads λ in its context): pass --lam to evaluate it at one trade-off"
+                )
+            from agents.sweep import _pinned_kwargs, _pinned_lam_reward
+
+            kwargs = _pinned_kwargs(kwargs, _pinned_lam_reward(args.lam, [low, high]))
+            policy.setting = f"λ={args.lam:g}"
         out = args.out or target / "evaluation.json"
     else:
         from agents.baselines import eval_kwargs_for
         from agents.sweep import baseline_policy
 
         env_id = args.env_id or "tnn/Throttle-v0"
-        if (args.env_kwargs or {}).get("split", "test") != "test":
-            raise ValueError("evaluate-controller evaluates on split 'test' (baselines tune on 'val'): drop split")
-        kwargs = {**(args.env_kwargs or {}), "split": "test"}
+        kwargs = {**given, "split": "test"}
         lam = 0.5 if args.lam is None else args.lam
         policy = baseline_policy(args.target, env_id, kwargs, level=args.level, lam=lam, seed=args.seed)
         kwargs = eval_kwargs_for(policy, kwargs)
@@ -98,6 +118,14 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         write_json(out, metrics)
         print(f"wrote {out}")
     return 0
+
+
+def _lam_range(env_kwargs: dict[str, Any]) -> tuple[float, float] | None:
+    """``(low, high)`` when ``env_kwargs`` draw the linear reward's λ per episode (a budget-conditioned run)."""
+    lam = (env_kwargs.get("reward_kwargs") or {}).get("lam") if isinstance(env_kwargs, dict) else None
+    if isinstance(lam, list | tuple) and len(lam) == 2:
+        return float(lam[0]), float(lam[1])
+    return None
 
 
 def _lams(text: str) -> list[float]:
@@ -235,7 +263,11 @@ def add_cli(sub: Any) -> None:
     p.add_argument("--env-kwargs", type=_json_arg, default=None, metavar="JSON")
     p.add_argument("--level", type=int, default=None, help="static: the level index (default: the top level)")
     p.add_argument(
-        "--lam", type=float, default=None, help="cascade/bandit: trade-off λ they are tuned for on val (default 0.5)"
+        "--lam",
+        type=float,
+        default=None,
+        help="cascade/bandit: trade-off λ they are tuned for on val (default 0.5); a budget-conditioned "
+        "controller: the λ to evaluate it at",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="metrics JSON (default for a run: RUN_DIR/evaluation.json)")

@@ -10,6 +10,7 @@ become linear schedules; ``policy_kwargs`` is a plain mapping (never an ``eval``
 from __future__ import annotations
 
 import inspect
+import math
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -88,7 +89,8 @@ def _type_mismatch(value: Any, annotation: Any) -> str:
         elif origin is int:
             ok, name = isinstance(value, int) and not isinstance(value, bool), "an integer"
         elif origin is float:
-            ok, name = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            ok, name = number and math.isfinite(value), "a finite number"
         elif origin is str:
             ok, name = isinstance(value, str), "a string"
         elif origin is dict:
@@ -152,6 +154,9 @@ def load_hyperparams(
         expected = _type_mismatch(value, annotation)
         if expected:
             raise HyperparamError(f"{where}: {key} must be {expected}, got {value!r} ({type(value).__name__})")
+        if isinstance(value, float) and not math.isfinite(value):  # an int | str annotation lets NaN through
+            raise HyperparamError(f"{where}: {key} must be a finite number, got {value!r}")
+    _check_normalize_kwargs(where, raw.get("normalize_kwargs"))
     meta = {
         "policy": raw.pop("policy", "MultiInputPolicy"),
         "n_envs": int(raw.pop("n_envs", 1)),
@@ -161,6 +166,28 @@ def load_hyperparams(
     }
     kwargs = {k: _parse_value(k, v) for k, v in raw.items()}
     return meta, kwargs
+
+
+def _check_normalize_kwargs(where: str, kwargs: Any) -> None:
+    """``normalize_kwargs`` must be keywords ``VecNormalize`` takes (not ``venv``), with finite numbers."""
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    if not kwargs:
+        return
+    params = inspect.signature(VecNormalize.__init__).parameters
+    accepted = set(params) - {"self", "venv"}
+    unknown = sorted(str(k) for k in kwargs if k not in accepted)
+    if unknown:
+        raise HyperparamError(
+            f"{where}: normalize_kwargs: VecNormalize does not take {', '.join(map(repr, unknown))}; "
+            f"valid keys: {', '.join(sorted(accepted))}"
+        )
+    for key, value in kwargs.items():
+        expected = _type_mismatch(value, params[key].annotation)
+        if expected:
+            raise HyperparamError(
+                f"{where}: normalize_kwargs.{key} must be {expected}, got {value!r} ({type(value).__name__})"
+            )
 
 
 def to_yaml_ready(kwargs: Mapping[str, Any]) -> dict[str, Any]:

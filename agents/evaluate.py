@@ -165,12 +165,29 @@ def load_controller(run_dir: str | Path, device: str = "cpu") -> tuple[SB3Policy
     vecnorm = None
     if stats.is_file():
         vecnorm = load_vecnormalize(stats)
+        check_statistics_match(vecnorm, model, stats)
     elif run_normalizes(run):
         raise FileNotFoundError(
             f"{stats} is missing: {run} was trained with normalize: true (its config.yml), and its policy "
             "reads observations normalised by those statistics; restore the file or retrain the run"
         )
     return SB3Policy(model, vecnorm, name=algo, setting=str(spec.get("setting", ""))), spec
+
+
+STEPS_ATTR = "tnn_num_timesteps"
+"""Set on a run's saved ``VecNormalize`` to the step count of the ``model.zip`` saved with it."""
+
+
+def check_statistics_match(vecnorm: Any, model: Any, path: Path) -> None:
+    """ValueError when ``vecnorm`` was saved with another step count than ``model`` (a run stopped
+    between writing the two files pairs new weights with old statistics, or the reverse)."""
+    steps = getattr(vecnorm, "__dict__", {}).get(STEPS_ATTR)
+    if steps is not None and int(steps) != int(model.num_timesteps):
+        raise ValueError(
+            f"{path} holds the statistics of step {int(steps):,} but the model beside it was saved at step "
+            f"{int(model.num_timesteps):,} (the run stopped between writing them); resume the run with --resume "
+            "(it continues from its newest complete checkpoint) or retrain it"
+        )
 
 
 def run_normalizes(run_dir: str | Path) -> bool:

@@ -29,7 +29,9 @@ from agents.env_kwargs import check_env_kwargs
 from agents.evaluate import (
     EVAL_COPIES,
     METRICS_VERSION,
+    STEPS_ATTR,
     SB3Policy,
+    check_statistics_match,
     close_all,
     evaluate_policy,
     load_vecnormalize,
@@ -266,9 +268,26 @@ def read_run_config(out: Path) -> dict[str, Any]:
 _CKPT = re.compile(r"rl_model_(\d+)_steps\.zip$")
 
 
-def _latest_checkpoint(ckpt_dir: Path) -> tuple[int, Path] | None:
+def _latest_checkpoint(ckpt_dir: Path, normalize: bool = False) -> tuple[int, Path] | None:
+    """The newest complete checkpoint ``(steps, path)``: with ``normalize``, one whose statistics were
+    written too (SB3 writes the model first, so a run killed between the two left only the model)."""
     found = [(int(m.group(1)), p) for p in ckpt_dir.glob("rl_model_*_steps.zip") if (m := _CKPT.search(p.name))]
+    if normalize:
+        found = [(n, p) for n, p in found if (ckpt_dir / f"rl_model_vecnormalize_{n}_steps.pkl").is_file()]
     return max(found) if found else None
+
+
+def _zip_timesteps(path: Path) -> int | None:
+    """The step count an SB3 ``model.zip`` was saved at (its JSON ``data`` entry), None when unreadable."""
+    import json
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            steps = json.loads(archive.read("data")).get("num_timesteps")
+    except (OSError, KeyError, ValueError, AttributeError, zipfile.BadZipFile):
+        return None
+    return int(steps) if isinstance(steps, int) and not isinstance(steps, bool) else None
 
 
 def train_controller(cfg: TrainConfig, out: str | Path, *, resume: bool = False, command: str = "") -> TrainResult:
@@ -313,13 +332,19 @@ def _train_controller(cfg: TrainConfig, out: str | Path, *, resume: bool, comman
     env_id, env_kwargs, setting, n_envs = config["env_id"], config["env_kwargs"], config["setting"], config["n_envs"]
     meta, algo_kwargs = load_hyperparams(cfg.algo, env_id, cfg.hyperparams)
     ckpt_dir = out / "checkpoints"
-    latest = _latest_checkpoint(ckpt_dir) if resume else None
-    if (out / "model.zip").exists() and not resume:
+    final = out / "model.zip"
+    if final.exists() and not resume:
         raise ValueError(
             f"{out} already holds a trained controller; pass --resume to continue it or choose another --out"
         )
-    if resume and latest is None and not (out / "model.zip").exists():
-        raise FileNotFoundError(f"nothing to resume in {out}: no checkpoints/rl_model_*_steps.zip; drop --resume")
+    latest = _latest_checkpoint(ckpt_dir, meta["normalize"]) if resume else None
+    if latest is not None and final.exists():  # the newer of the two: model.zip once the run has finished
+        final_steps = _zip_timesteps(final)
+        if final_steps is None or final_steps >= latest[0]:
+            latest = None
+    if resume and latest is None and not final.exists():  # killed before its first checkpoint: start afresh
+        print(f"resume: nothing to resume in {out} (no complete checkpoint, no model.zip), so the run starts at step 0")
+        resume = False
     if resume:  # the run's own settings, or nothing: only the step target may change
         saved = read_run_config(out)
         changes = config_changes(saved, config, ignore=RUNTIME_FIELDS)
@@ -359,6 +384,8 @@ def _train_controller(cfg: TrainConfig, out: str | Path, *, resume: bool, comman
         if isinstance(venv, VecNormalize):
             venv = load_vecnormalize(_required(out / "vecnormalize.pkl"), venv.venv)
         model = load_model(cls, out / "model.zip", env=venv, device=cfg.device, overrides=schedules, fix=_RESUME_FIX)
+        if isinstance(venv, VecNormalize):
+            check_statistics_match(venv, model, out / "vecnormalize.pkl")
         done_steps = int(model.num_timesteps)
         print(f"resuming {out} from model.zip ({done_steps:,} of {timesteps:,} steps)")
     else:
@@ -380,8 +407,12 @@ def _train_controller(cfg: TrainConfig, out: str | Path, *, resume: bool, comman
                 f"see {cfg.algo}.yml in agents/hyperparams"
             ) from None
 
+    if STEPS_ATTR in getattr(venv, "__dict__", {}):  # the statistics move on: stamped anew when saved
+        delattr(venv, STEPS_ATTR)
     if not resume:  # a resumed run keeps the provenance it was started with
         out.mkdir(parents=True, exist_ok=True)
+        for stale in (ckpt_dir, out / "eval"):  # a killed earlier run's: never resumed into this one
+            shutil.rmtree(stale, ignore_errors=True)
         text = yaml.safe_dump(config, sort_keys=False, allow_unicode=True)
         atomic_write(out / "config.yml", lambda fh: fh.write(text.encode()))
         if command:
@@ -409,16 +440,17 @@ def _train_controller(cfg: TrainConfig, out: str | Path, *, resume: bool, comman
             eval_env = VecNormalize(
                 eval_env, training=False, norm_reward=False, norm_obs=venv.norm_obs, norm_obs_keys=venv.norm_obs_keys
             )
-        callbacks.append(
-            EvalCallback(
-                eval_env,
-                n_eval_episodes=cfg.eval_episodes,
-                eval_freq=max(1, per_env // cfg.evals),
-                log_path=str(out / "eval"),
-                deterministic=True,
-                verbose=0,
-            )
+        evaluator = EvalCallback(
+            eval_env,
+            n_eval_episodes=cfg.eval_episodes,
+            eval_freq=max(1, per_env // cfg.evals),
+            log_path=str(out / "eval"),
+            deterministic=True,
+            verbose=0,
         )
+        if resume:  # it rewrites the file from its own lists: start them with the evaluations made so far
+            _continue_evaluations(evaluator, out / "eval" / "evaluations.npz", done_steps, cfg.eval_episodes)
+        callbacks.append(evaluator)
 
     t0 = time.perf_counter()
     remaining = timesteps - done_steps
@@ -433,13 +465,17 @@ def _train_controller(cfg: TrainConfig, out: str | Path, *, resume: bool, comman
     train_seconds = time.perf_counter() - t0
     model_path = out / "model.zip"
     if remaining > 0 or not model_path.exists():
-        tmp = out / ".model.tmp.zip"
-        model.save(tmp)
-        tmp.replace(model_path)
+        # both written before either replaces its predecessor; the statistics carry the model's step
+        # count, so a run stopped between the two renames is detected when the pair is next read
+        tmp_model, tmp_stats = out / ".model.tmp.zip", out / ".vecnormalize.tmp.pkl"
+        model.save(tmp_model)
         if isinstance(venv, VecNormalize):
-            tmp = out / ".vecnormalize.tmp.pkl"
-            venv.save(str(tmp))
-            tmp.replace(out / "vecnormalize.pkl")
+            setattr(venv, STEPS_ATTR, int(model.num_timesteps))
+            venv.save(str(tmp_stats))
+            tmp_stats.replace(out / "vecnormalize.pkl")
+        tmp_model.replace(model_path)
+        if ckpt_dir.is_dir() and cfg.checkpoints > 0 and model.num_timesteps >= timesteps:
+            shutil.rmtree(ckpt_dir, ignore_errors=True)  # finished: model.zip supersedes the checkpoints
     venv.close()
 
     metrics: dict[str, Any] = {
@@ -468,6 +504,22 @@ def _train_controller(cfg: TrainConfig, out: str | Path, *, resume: bool, comman
         metrics["test"] = evaluate_policy(policy, env, seed=cfg.seed, progress=cfg.progress)
         close_all(env)
     write_json(out / "metrics.json", metrics)
-    if ckpt_dir.is_dir() and cfg.checkpoints > 0 and remaining > 0 and model.num_timesteps >= timesteps:
-        shutil.rmtree(ckpt_dir, ignore_errors=True)  # finished: model.zip supersedes the checkpoints
     return TrainResult(out, model_path, metrics)
+
+
+def _continue_evaluations(evaluator: Any, path: Path, done_steps: int, episodes: int) -> None:
+    """Seed an ``EvalCallback``'s history with a resumed run's earlier evaluations (those up to
+    ``done_steps``, when they used the same number of episodes), so its file keeps them."""
+    if not path.is_file():
+        return
+    try:
+        with np.load(path, allow_pickle=False) as ev:
+            steps, results, lengths = ev["timesteps"], ev["results"], ev["ep_lengths"]
+    except (OSError, KeyError, ValueError):
+        return  # unreadable: the resumed run's evaluations replace it
+    if results.ndim != 2 or results.shape[1] != episodes or not len(steps) == len(results) == len(lengths):
+        return
+    keep = steps <= done_steps
+    evaluator.evaluations_timesteps = steps[keep].tolist()
+    evaluator.evaluations_results = results[keep].tolist()
+    evaluator.evaluations_length = lengths[keep].tolist()

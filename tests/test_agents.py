@@ -78,8 +78,8 @@ def test_bad_lin_and_unknown_algo():
     ("override", "message"),
     [
         ({"n_steps": "abc"}, "n_steps must be an integer, got 'abc'"),
-        ({"gamma": "high"}, "gamma must be a number"),
-        ({"learning_rate": "fast"}, "learning_rate must be a number or a lin_X schedule"),
+        ({"gamma": "high"}, "gamma must be a finite number"),
+        ({"learning_rate": "fast"}, "learning_rate must be a finite number or a lin_X schedule"),
         ({"normalize": 1}, "normalize must be true/false"),
         ({"policy_kwargs": "[64, 64]"}, "policy_kwargs must be a mapping"),
     ],
@@ -634,7 +634,11 @@ def test_evaluate_baseline_cli(toy, tmp_path):
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["static", "--lam", "0.1"], "--lam does not apply to the static baseline (only cascade and bandit take it)"),
+        (
+            ["static", "--lam", "0.1"],
+            "--lam does not apply to the static baseline (only cascade, bandit and budget-conditioned controllers "
+            "take it)",
+        ),
         (["random", "--level", "2"], "--level does not apply to the random baseline (only static takes it)"),
         (["cascade", "--level", "2"], "--level does not apply to the cascade baseline"),
         (["oracle", "--lam", "0.1"], "--lam does not apply to the oracle baseline"),
@@ -1343,3 +1347,134 @@ def test_pareto_refuses_a_reward_it_would_override(toy, tmp_path, capsys):
         assert main(argv) == 2
         assert f"env kwarg(s) {next(iter(extra))} would be overridden" in capsys.readouterr().err
     assert not out.exists()
+
+
+def _tiny_cfg(toy, timesteps=512, **kw):
+    from agents.train import TrainConfig
+
+    kw = {"evals": 0, "checkpoints": 0, "evaluate_test": False, **kw}
+    return TrainConfig(
+        lam=0.1,
+        env_kwargs=dict(toy),
+        timesteps=timesteps,
+        n_envs=16,
+        hyperparams={"batch_size": 256},
+        progress=False,
+        **kw,
+    )
+
+
+def test_resume_with_nothing_to_resume_starts_afresh_and_clears_stale_files(toy, tmp_path, capsys):
+    """Killed before its first complete checkpoint (SB3 made checkpoints/ at the start, or wrote a model
+    without its statistics): --resume starts at step 0; a fresh start never keeps an older run's files."""
+    from agents.train import train_controller
+
+    out = tmp_path / "run"
+    (out / "checkpoints").mkdir(parents=True)
+    (out / "checkpoints" / "rl_model_256_steps.zip").write_bytes(b"half a checkpoint")  # no vecnormalize beside it
+    (out / "eval").mkdir()
+    (out / "eval" / "evaluations.npz").write_bytes(b"an older run's")
+    result = train_controller(_tiny_cfg(toy), out, resume=True)
+    assert "nothing to resume" in capsys.readouterr().out
+    assert result.metrics["train"]["resumed_from"] is None and (out / "model.zip").is_file()
+    assert not (out / "checkpoints").exists() and not (out / "eval").exists()
+
+
+def test_resume_prefers_the_newer_of_model_zip_and_checkpoints(toy, tiny_run, tmp_path, capsys):
+    """A finished run killed before its checkpoints were removed resumes from model.zip, not from an
+    older checkpoint (which would retrain and overwrite the finished model)."""
+    from agents.train import train_controller
+
+    run = _copy_run(tiny_run, tmp_path)
+    ckpts = run / "checkpoints"
+    ckpts.mkdir(exist_ok=True)
+    for name in ("rl_model_256_steps.zip", "rl_model_vecnormalize_256_steps.pkl"):
+        (ckpts / name).write_bytes(b"never read: model.zip is newer")
+    before = (run / "model.zip").read_bytes()
+    result = train_controller(_tiny_cfg(toy), run, resume=True)
+    assert "from model.zip" in capsys.readouterr().out
+    assert result.metrics["train"]["resumed_from"] == 512 and (run / "model.zip").read_bytes() == before
+
+
+def test_statistics_saved_with_another_model_are_refused(tiny_run, tmp_path):
+    """model.zip and vecnormalize.pkl are replaced one after the other; a run stopped between the two
+    renames pairs weights and statistics of different steps, which loading names instead of using."""
+    from agents.evaluate import STEPS_ATTR, load_controller, load_vecnormalize
+
+    run = _copy_run(tiny_run, tmp_path)
+    stats = load_vecnormalize(run / "vecnormalize.pkl")
+    assert getattr(stats, STEPS_ATTR) == 512  # stamped with the model's step count
+    load_controller(run)
+    setattr(stats, STEPS_ATTR, 256)
+    stats.class_attributes, stats.returns = {}, None  # what VecNormalize's pickling drops (loaded without a venv)
+    stats.save(str(run / "vecnormalize.pkl"))
+    with pytest.raises(ValueError, match=r"statistics of step 256 but the model beside it was saved at step 512"):
+        load_controller(run)
+
+
+def test_resume_keeps_the_validation_history(toy, tmp_path):
+    from agents.train import train_controller
+
+    out = tmp_path / "run"
+    first = train_controller(_tiny_cfg(toy, timesteps=1024, evals=2, eval_episodes=2), out)
+    seen = first.metrics["val"]["timesteps"]
+    assert seen and max(seen) <= 1024
+    longer = train_controller(_tiny_cfg(toy, timesteps=2048, evals=2, eval_episodes=2), out, resume=True)
+    after = longer.metrics["val"]["timesteps"]
+    assert after[: len(seen)] == seen and len(after) > len(seen) and max(after) > 1024
+
+
+def test_preview_reading_baselines_pay_for_the_preview(toy):
+    """The cascade reads the preview from the table whatever the env shows: it is evaluated (and tuned)
+    with the preview charged, so asking for observation "none" cannot make its decisions cheaper."""
+    from agents.baselines import eval_kwargs_for
+    from agents.sweep import baseline_policy
+
+    results = []
+    for observation in ("features", "none"):
+        kwargs = {**toy, "observation": observation, "split": "test"}
+        policy = baseline_policy("cascade", "tnn/Throttle-v0", kwargs, lam=0.1)
+        assert eval_kwargs_for(policy, kwargs)["observation"] == "features"
+        results.append(_evaluate(policy, {**toy, "observation": observation}))
+    assert results[0]["energy_mj"] == pytest.approx(results[1]["energy_mj"])
+    assert results[0]["accuracy"] == results[1]["accuracy"]
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"normalize_kwargs": {"norm_obz": True}}, r"normalize_kwargs: VecNormalize does not take 'norm_obz'"),
+        ({"normalize_kwargs": {"clip_obs": float("nan")}}, r"normalize_kwargs\.clip_obs must be a finite number"),
+        ({"gamma": float("nan")}, r"gamma must be a finite number"),
+        ({"learning_rate": float("inf")}, r"learning_rate must be a finite number"),
+    ],
+)
+def test_hyperparams_refuse_bad_normalize_kwargs_and_non_finite_numbers(override, message):
+    from agents.config import HyperparamError, load_hyperparams
+
+    with pytest.raises(HyperparamError, match=message):
+        load_hyperparams("ppo", "tnn/Throttle-v0", override)
+
+
+def test_evaluate_controller_pins_a_budget_conditioned_policy(toy, tmp_path, capsys):
+    """A budget-conditioned run's eval_env.json draws λ per episode; evaluate-controller asks for one λ
+    and evaluates it pinned there, as `tnn pareto` does; split and subset overrides are refused."""
+    import json
+
+    from tnn.cli import main
+
+    out = tmp_path / "conditioned"
+    argv = ["train-controller", "--timesteps", "512", "--n-envs", "16", "--no-test", "--no-progress"]
+    kwargs = {**toy, "reward_kwargs": {"lam": [0.01, 0.3]}}
+    argv += ["--hyperparams", '{"batch_size": 256}', "--env-kwargs", json.dumps(kwargs), "--out", str(out)]
+    assert main(argv) == 0
+    capsys.readouterr()
+    assert main(["evaluate-controller", str(out), "--no-progress"]) == 2
+    assert "budget-conditioned" in capsys.readouterr().err
+    assert (
+        main(["evaluate-controller", str(out), "--lam", "0.1", "--no-progress", "--out", str(tmp_path / "m.json")]) == 0
+    )
+    assert json.loads((tmp_path / "m.json").read_text())["setting"] == "λ=0.1"
+    for bad, word in (('{"split": "val"}', "split"), ('{"subset": [0, 0.5]}', "subset")):
+        assert main(["evaluate-controller", "static", "--env-kwargs", json.dumps({**toy, **json.loads(bad)})]) == 2
+        assert f"drop {word}" in capsys.readouterr().err
