@@ -36,6 +36,7 @@ DEFAULT_PATHS = {
     "profile": "profiles/fashion_mnist-vgg11-cpu-b1.json",
 }
 OBSERVATIONS = ("features", "pixels", "none")
+ACTION_MAPS = ("snap", "bins")
 MODES = ("table", "live")
 COST_METRICS = ("energy", "latency", "flops")
 CONTEXT = ("budget_left", "steps_left", "load", "episode_parameter", "previous_u")
@@ -138,8 +139,11 @@ class ThrottleEnv(gym.Env):
     runs the network for real and gives the same rewards.
 
     ## Action Space
-    ``Box(-1, 1, (1,), float32)``: u = u_min + (a + 1)/2 · (1 − u_min), snapped up to a level
-    (u_min defaults to the preview level's u).
+    ``Box(-1, 1, (1,), float32)``. ``action_map="snap"`` (the default): u = u_min + (a + 1)/2 · (1 − u_min),
+    snapped up to a level (u_min defaults to the preview level's u), so the lowest reachable level is
+    run only at a = −1 itself and every other level owns an equal share of (−1, 1]. ``action_map="bins"``:
+    [−1, 1] is cut into equal bins, one per level from u_min up, the lowest included — what a
+    squashed (tanh) policy such as SAC's needs to reach the cheapest level.
     Finite values outside [-1, 1] are clipped; NaN, inf or another shape raise ValueError.
     ``tnn/ThrottleDiscrete-v0``: ``Discrete(L)``, action i runs level i.
     ``env.unwrapped.action_for_level(i)`` gives an action that runs exactly level i.
@@ -235,6 +239,7 @@ class ThrottleEnv(gym.Env):
         render_mode: str | None = None,
         preview_level: int = 0,
         subset: tuple[float, float] | None = None,
+        action_map: str = "snap",
     ) -> None:
         from tnn import data
         from tnn.checkpoint import load_checkpoint
@@ -243,6 +248,8 @@ class ThrottleEnv(gym.Env):
             raise ValueError(f"unknown split {split!r}; choose 'val' (training controllers) or 'test' (evaluation)")
         if observation not in OBSERVATIONS:
             raise ValueError(f"unknown observation {observation!r}; choose one of {', '.join(OBSERVATIONS)}")
+        if action_map not in ACTION_MAPS:
+            raise ValueError(f"unknown action_map {action_map!r}; choose one of {', '.join(ACTION_MAPS)}")
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
         if cost_metric not in COST_METRICS:
@@ -290,6 +297,9 @@ class ThrottleEnv(gym.Env):
             raise ValueError(f"u_min must be in (0, 1], got {u_min!r}")
         self._snap = [u + _SNAP_EPS for u in self.levels]  # level i runs every u <= levels[i] (+ float slack)
         self._first_level = bisect.bisect_left(self._snap, self.u_min)
+        self.action_map = action_map
+        # the levels a continuous action can run, lowest first (one bin each with action_map="bins")
+        self._reachable = np.arange(max(self._floor, self._first_level), len(self.levels))
 
         # per-level charges (preview included where it runs), and the u=1 references
         energy = np.array([self.profile.cost(u, "energy") for u in self.levels])
@@ -448,6 +458,9 @@ class ThrottleEnv(gym.Env):
         if not math.isfinite(a):
             raise ValueError(f"action must be finite, got {a!r}")
         a = min(1.0, max(-1.0, a))
+        if self.action_map == "bins":
+            n = len(self._reachable)
+            return int(self._reachable[min(n - 1, int((a + 1.0) * 0.5 * n))])
         u = self.u_min + (a + 1.0) * 0.5 * (1.0 - self.u_min)
         return max(self._floor, min(bisect.bisect_left(self._snap, u), len(self.levels) - 1))
 
@@ -461,6 +474,9 @@ class ThrottleEnv(gym.Env):
         level = max(level, self._floor)
         if level < self._first_level:
             raise ValueError(f"level {level} (u={self.levels[level]}) is below u_min={self.u_min}")
+        if self.action_map == "bins":  # the middle of the level's bin
+            k, n = level - int(self._reachable[0]), len(self._reachable)
+            return np.array([-1.0 + (2 * k + 1) / n], np.float32)
         if self.u_min >= 1.0:
             return np.ones(1, np.float32)
         action = np.array([2.0 * (self.levels[level] - self.u_min) / (1.0 - self.u_min) - 1.0], np.float32)

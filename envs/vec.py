@@ -167,6 +167,10 @@ class ThrottleVecEnv(VecEnv):
         a = a.reshape(n).astype(np.float64)
         if not np.isfinite(a).all():
             raise ValueError(f"actions must be finite, got {a[~np.isfinite(a)][:3]} among them")
+        if env.action_map == "bins":
+            reachable = env._reachable
+            k = ((np.clip(a, -1.0, 1.0) + 1.0) * 0.5 * len(reachable)).astype(np.int64)
+            return reachable[np.minimum(k, len(reachable) - 1)]
         u = env.u_min + (np.clip(a, -1.0, 1.0) + 1.0) * 0.5 * (1.0 - env.u_min)
         return np.maximum(np.minimum(np.searchsorted(self._snap, u, side="left"), len(self.levels) - 1), env._floor)
 

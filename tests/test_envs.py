@@ -68,6 +68,7 @@ CONFIGS = [
     {"reward": "conditioned", "sequential": True, "split": "test", "episode_length": 7},
     {"reward": "deadline", "u_min": 0.5, "cost_metric": "flops"},
     {"preview_level": 3, "load": "markov"},
+    {"action_map": "bins", "preview_level": 2},
 ]
 
 
@@ -170,6 +171,27 @@ def test_action_mapping_and_u_min(tiny):
     discrete = make(tiny, "tnn/ThrottleDiscrete-v0").unwrapped
     assert [discrete.level_of(discrete.action_for_level(i)) for i in range(8)] == list(range(8))
     assert discrete.action_space == gym.spaces.Discrete(8)
+
+
+@pytest.mark.parametrize(("kw", "reachable"), [({}, range(8)), ({"preview_level": 2}, range(2, 8)),
+                                               ({"u_min": 0.5, "observation": "none"}, range(3, 8))])  # fmt: skip
+def test_action_map_bins_gives_every_reachable_level_an_equal_share(tiny, kw, reachable):
+    """With action_map="bins" the cheapest reachable level owns as much of [-1, 1] as any other; with the
+    default "snap" it is run only at -1 itself."""
+    grid = np.linspace(-1.0, 1.0, 4801)
+    bins = make(tiny, action_map="bins", **kw).unwrapped
+    runs = np.array([bins.level_of(np.array([a])) for a in grid])
+    shares = np.array([np.mean(runs == level) for level in reachable])
+    assert set(runs) == set(reachable)
+    np.testing.assert_allclose(shares, 1 / len(reachable), atol=2 / len(grid))
+    for level in reachable:
+        action = bins.action_for_level(level)
+        assert bins.action_space.contains(action) and bins.level_of(action) == level
+    snap = make(tiny, **kw).unwrapped
+    lowest = np.array([snap.level_of(np.array([a])) for a in grid]) == reachable[0]
+    assert lowest.sum() == 1 and lowest[0]  # a = -1 exactly
+    with pytest.raises(ValueError, match="unknown action_map 'tanh'; choose one of snap, bins"):
+        make(tiny, action_map="tanh")
 
 
 def test_costs_in_info_charge_the_preview_and_scale_with_load(tiny):
@@ -432,6 +454,8 @@ VEC_CONFIGS = [
     {"discrete": True, "preview_level": 2, "load": "markov"},
     {"preview_level": 5, "episode_length": 11},
     {"subset": (0.25, 0.75), "sequential": True, "episode_length": 4},
+    {"action_map": "bins", "preview_level": 2},
+    {"action_map": "bins", "u_min": 0.5, "observation": "none", "episode_length": 7},
 ]
 
 
