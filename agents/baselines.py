@@ -53,11 +53,15 @@ class Policy(Protocol):
 
 
 def eval_kwargs_for(policy: Any, env_kwargs: dict[str, Any]) -> dict[str, Any]:
-    """The env kwargs to evaluate ``policy`` with: no preview (observation "none") when it ignores the
+    """The env kwargs to evaluate a baseline ``policy`` with (a policy without ``needs_preview``, e.g. a
+    trained controller, gets ``env_kwargs`` unchanged): no preview (observation "none") when it ignores the
     input; the preview (observation "features", so the env charges it) when it reads it, at the policy's
     own preview level when it has one (the cascade tunes it). A baseline reads the preview from the
     response table whatever the env shows, so it must never be evaluated on an env that does not charge it."""
-    if getattr(policy, "needs_preview", True):
+    needs_preview = getattr(policy, "needs_preview", None)
+    if needs_preview is None:  # a trained controller: it sees (and pays for) what its own env kwargs show
+        return dict(env_kwargs)
+    if needs_preview:
         level = getattr(policy, "preview_level", None)
         kwargs = {**env_kwargs, "observation": "features"}
         return kwargs if level is None else {**kwargs, "preview_level": int(level)}

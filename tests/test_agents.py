@@ -1438,6 +1438,8 @@ def test_preview_reading_baselines_pay_for_the_preview(toy):
         results.append(_evaluate(policy, {**toy, "observation": observation}))
     assert results[0]["energy_mj"] == pytest.approx(results[1]["energy_mj"])
     assert results[0]["accuracy"] == results[1]["accuracy"]
+    controller = object()  # no needs_preview: a trained controller sees what its own env kwargs show
+    assert eval_kwargs_for(controller, {**toy, "observation": "none"})["observation"] == "none"
 
 
 @pytest.mark.parametrize(
