@@ -29,6 +29,7 @@ mkdir -p "$out"
 if [ -z "${TNN_DATA:-}" ]; then
 	export TNN_DATA=/tmp/tnn-data
 	if [ ! -f "$TNN_DATA/cifar-10-batches-py/test_batch" ]; then
+		"$PY" -c "import PIL" 2>/dev/null || { echo "prepare_cifar10.py needs Pillow, which $PY lacks" >&2; exit 2; }
 		[ -f device-data/prepare_cifar10.py ] || {
 			echo "CIFAR-10 not found: set TNN_DATA to a folder holding cifar-10-batches-py, or copy" \
 				"../shared/data to device-data/ (and carry it)" >&2
@@ -50,6 +51,7 @@ if [ -d "$out/train" ]; then
 		cd "$out/train" || exit 1
 		for d in cifar10-*/; do
 			[ -d "$d" ] || continue
+			rm -f "$d"/.*.tmp # a save cut short by the stop (fp32, up to tens of MB)
 			case "$d" in cifar10-resnet20-*) [ -f "$d/model.pt" ] && rm -f "$d/last.pt" ;; *) rm -f "$d/last.pt" ;; esac
 		done
 		for part in "r20:cifar10-resnet20-" "families:cifar10-vgg16- cifar10-densenet cifar10-resnext"; do

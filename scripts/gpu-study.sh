@@ -18,7 +18,7 @@
 #   twins     its vanilla twin and the standalone half-width network                          (~5)
 #   families  VGG-16, ResNeXt-29 8x16d and DenseNet-BC-100 TNNs (fewer epochs)               (~10)
 #
-# TAG names the device in the profile files (default h100). EPOCHS, BATCH and LR override the
+# TAG names the device in the profile files (default: read off nvidia-smi, e.g. h100 or h200). EPOCHS, BATCH and LR override the
 # resnet20/twins recipe (default 30 epochs, batch 512, lr 0.4).
 set -euo pipefail
 [ $# -ge 2 ] || { sed -n 2,22p "$0"; exit 2; }
@@ -33,7 +33,11 @@ EPOCHS=${EPOCHS:-30}
 BATCH=${BATCH:-512}
 LR=${LR:-0.4}
 DEVICE=${DEVICE:-cuda}
-TAG=${TAG:-h100}  # the device in the profiles' file names (h100, h200, ...)
+if [ -z "${TAG:-}" ] && [ "$DEVICE" = cuda ]; then  # the device in the profiles' file names (h100, h200, ...)
+	TAG=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1 | grep -oiE 'h100|h200|a100|l40s|l40|l4' | head -1 |
+		tr '[:upper:]' '[:lower:]' || true)
+fi
+TAG=${TAG:-gpu}
 # a CPU dry run of this script (DEVICE=cpu LIMIT=512 EPOCHS=1) checks its plumbing, not its numbers
 LIMIT=${LIMIT:-0}
 recipe=(--dataset cifar10 --epochs "$EPOCHS" --batch-size "$BATCH" --lr "$LR" --warmup-epochs 2
@@ -46,6 +50,7 @@ prepare_data() {
 		export TNN_DATA=/tmp/tnn-data
 		if [ ! -f "$TNN_DATA/cifar-10-batches-py/test_batch" ]; then
 			if [ -f device-data/prepare_cifar10.py ]; then
+				"$PY" -c "import PIL" 2>/dev/null || { echo "prepare_cifar10.py needs Pillow, which $PY lacks" >&2; exit 2; }
 				"$PY" device-data/prepare_cifar10.py "$TNN_DATA/cifar-10-batches-py"
 			else
 				echo "CIFAR-10 not found: set TNN_DATA to a folder holding cifar-10-batches-py" >&2
@@ -84,10 +89,11 @@ stage_twins() {
 		--out "$1/cifar10-resnet20-half"
 }
 
-stage_families() {
+stage_families() {  # each run capped (FAMILY_LIMIT_S, default 170 s) so that the stage ends within one command
 	local e=$((EPOCHS * 2 / 3))
 	for arch in vgg16 resnext29_8x16d densenet_bc_100; do
-		tnn pretrain --arch "$arch" "${recipe[@]}" --epochs "$e" --out "$1/cifar10-$arch-tnn"
+		timeout "${FAMILY_LIMIT_S:-170}" "$PY" -m tnn.cli pretrain --arch "$arch" "${recipe[@]}" --epochs "$e" \
+			--out "$1/cifar10-$arch-tnn" || echo "cifar10-$arch-tnn: stopped or failed (exit $?); its last.pt is left out"
 	done
 }
 
@@ -100,6 +106,9 @@ for stage in "$@"; do
 	dir=$out/$stage
 	mkdir -p "$dir"
 	start=$(date +%s)
-	{ "$fn" "$dir" 2>&1; echo "stage $stage: $(($(date +%s) - start)) s"; } | tee "$dir/log.txt"
-	tar -C "$out" --exclude=last.pt -czf "$out/$stage.tar.gz" "$stage"
+	# a failing stage still packs what it wrote, and the next stages still run
+	{ "$fn" "$dir" 2>&1 || echo "stage $stage failed (exit $?)"; echo "stage $stage: $(($(date +%s) - start)) s"; } |
+		tee "$dir/log.txt"
+	# last.pt (fp32 weights and momentum) and a save cut short (.*.tmp) would push the archive past 16 MiB
+	tar -C "$out" --exclude=last.pt --exclude='.*.tmp' -czf "$out/$stage.tar.gz" "$stage"
 done

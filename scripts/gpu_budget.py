@@ -171,7 +171,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("out")
     p.add_argument("--deadline", type=float, required=True, help="seconds from start by which every job must end")
     p.add_argument("--device", default="cuda")
-    p.add_argument("--slowdown", type=float, default=2.0, help="assumed slowdown of each job when all run at once")
+    p.add_argument(
+        "--slowdown",
+        type=float,
+        default=3.5,
+        help="assumed slowdown of each job when all run at once (the 2026-11-26 H200 lease measured 3-4x for six jobs)",
+    )
     p.add_argument("--eval-overhead", type=float, default=0.25, help="validation cost per epoch, share of training")
     p.add_argument("--final-s", type=float, default=25.0, help="seconds each job needs after its last epoch")
     p.add_argument("--min-epochs", type=int, default=5, help="skip a job that would get fewer epochs")
@@ -284,6 +289,8 @@ def main(argv: list[str] | None = None) -> int:
             victims = [victim] if victim is not None else []
         if victims:
             for v in victims:
+                if procs[v.name].poll() is not None:  # it finished meanwhile: not a stop
+                    continue
                 procs[v.name].send_signal(signal.SIGTERM)
                 try:
                     procs[v.name].wait(timeout=10)

@@ -300,3 +300,31 @@ def test_time_to_accuracy_reads_each_runs_history(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["bench", "time-to-accuracy", str(tmp_path / "t"), "--targets", "a,b"])
     assert "comma-separated numbers" in capsys.readouterr().err
+
+
+def test_pretrain_turns_sigterm_into_a_clean_exit(monkeypatch, tmp_path):
+    """A stop (SIGTERM) that lands while a checkpoint is being written exits with 143 and leaves no
+    half-written temporary file beside the run (a job stopped by scripts/gpu_budget.py)."""
+    import os
+    import signal
+    import time
+
+    import tnn.train
+    from tnn.checkpoint import atomic_write
+
+    def stopped_mid_save(cfg, out, *, resume, command):
+        def write(fh):
+            fh.write(b"half a checkpoint")
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the signal is handled here, mid-save
+
+        atomic_write(os.path.join(out, "last.pt"), write)
+
+    monkeypatch.setattr(tnn.train, "pretrain", stopped_mid_save)
+    before = signal.getsignal(signal.SIGTERM)
+    run = tmp_path / "run"
+    with pytest.raises(SystemExit) as stop:
+        main(["pretrain", "--arch", "resnet8", "--dataset", "fashion_mnist", "--out", str(run)])
+    assert stop.value.code == 143
+    assert list(run.iterdir()) == []
+    assert signal.getsignal(signal.SIGTERM) is before

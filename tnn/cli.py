@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import itertools
 import json
 import shlex
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -139,6 +141,27 @@ def _add_config_flags(p: argparse.ArgumentParser, cls: type) -> None:
             p.add_argument(flag, type=type(default), default=None, help=help_)
 
 
+@contextlib.contextmanager
+def _sigterm_exits() -> Iterator[None]:
+    """SIGTERM (a scheduler's or a time limit's stop) raises SystemExit(143) instead of killing the
+    process outright, so that a checkpoint being written is cleaned up (atomic_write removes its
+    temporary file) rather than left half-written beside the run."""
+    import signal
+
+    def stop(signum: int, _frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    try:
+        previous = signal.signal(signal.SIGTERM, stop)
+    except ValueError:  # not the main thread: leave the signal alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _cmd_pretrain(args: argparse.Namespace) -> int:
     import dataclasses
 
@@ -160,7 +183,8 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
             values[f.name] = getattr(args, f.name)
     cfg = PretrainConfig(**values)
     out = args.out or f"runs/{cfg.dataset}-{cfg.arch}-{cfg.variant}"
-    result = pretrain(cfg, out, resume=args.resume, command=shlex.join(["tnn", *args.argv]))
+    with _sigterm_exits():
+        result = pretrain(cfg, out, resume=args.resume, command=shlex.join(["tnn", *args.argv]))
     print(f"wrote {result.checkpoint}")
     return 0
 

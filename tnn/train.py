@@ -99,7 +99,8 @@ class PretrainConfig:
     """train on only the first N training samples (0: all), for smoke runs"""
     bn_recalibration: int = 20
     """batches (of batch_size training images) that re-estimate every level's BatchNorm statistics
-    after training (0: keep the running averages)"""
+    after training (0: keep the statistics as the last epoch left them — with val_recalibration > 0 its
+    re-estimate before validation, else the running averages)"""
     val_recalibration: int = 5
     """batches per level that re-estimate the BatchNorm statistics before each epoch's validation, so
     that the per-level accuracy it shows is what the weights give (0: the running averages, which lag
@@ -421,6 +422,8 @@ def pretrain(
     torch.manual_seed(cfg.seed)
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True, warn_only=True)
+    else:  # fixed shapes (a few levels, one batch size): let cuDNN pick each convolution's fastest kernel
+        torch.backends.cudnn.benchmark = True
     model = build_model(cfg).to(device)
     augment = cfg.augment if cfg.augment != "auto" else ("none" if cfg.dataset == "gestures" else "crop+flip")
 
