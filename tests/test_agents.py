@@ -676,7 +676,7 @@ def test_space_mismatch_is_refused(run_dir, toy):
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
-        (["--env-kwargs", '{"bogus": 1}'], "does not take the env kwarg(s) 'bogus'; valid keys: budget"),
+        (["--env-kwargs", '{"bogus": 1}'], "does not take the env kwarg(s) 'bogus'; valid keys: action_map, budget"),
         (["--env-kwargs", '{"load": {"bogus": 1}}'], "MarkovLoad does not take 'bogus'; valid keys: factors, switch"),
         (["--env-kwargs", '{"split": "test"}'], "'test' is for tnn evaluate-controller only"),
         (["--hyperparams", '{"n_steps": "abc"}'], "n_steps must be an integer, got 'abc'"),
