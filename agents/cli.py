@@ -95,9 +95,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
                     f"{target} is a budget-conditioned controller (it trained on λ drawn per episode in "
                     f"[{low:g}, {high:g}] and reads λ in its context): pass --lam to evaluate it at one trade-off"
                 )
-            from agents.sweep import _pinned_kwargs, _pinned_lam_reward
+            from agents.sweep import pinned_lam_kwargs
 
-            kwargs = _pinned_kwargs(kwargs, _pinned_lam_reward(args.lam, [low, high]))
+            kwargs = pinned_lam_kwargs(kwargs, args.lam, [low, high])
             policy.setting = f"λ={args.lam:g}"
         out = args.out or target / "evaluation.json"
     else:

@@ -313,8 +313,7 @@ def run_sweep(cfg: SweepConfig, out: str | Path, *, command: str = "") -> list[P
                 policy.name = f"{cfg.algo}-budget"
                 policies.append(r._replace(item=policy))
             for lam in cfg.lams:
-                reward = _pinned_lam_reward(lam, cfg.lams)
-                candidates = [r._replace(kwargs=_pinned_kwargs(r.kwargs, reward)) for r in policies]
+                candidates = [r._replace(kwargs=pinned_lam_kwargs(r.kwargs, lam, cfg.lams)) for r in policies]
                 chosen = _select(cfg, lam, candidates, selections, conditioned=True)
                 chosen_runs.append(chosen.run_dir)
                 chosen.item.setting = f"λ={lam:g}" + _setting_suffix(cfg, chosen)
@@ -531,9 +530,12 @@ def _with_observation(env_kwargs: Mapping[str, Any], observation: str, multi: bo
     return dict(env_kwargs)
 
 
-def _pinned_kwargs(env_kwargs: Mapping[str, Any], reward: Any) -> dict[str, Any]:
-    """Env kwargs with the budget-conditioned controller's reward pinned to one λ (its own kwargs dropped)."""
-    kwargs = {**env_kwargs, "reward": reward}
+def pinned_lam_kwargs(env_kwargs: Mapping[str, Any], lam: float, lams: Sequence[float]) -> dict[str, Any]:
+    """Env kwargs with a budget-conditioned controller's reward pinned to ``lam`` (its own kwargs dropped).
+
+    ``lams`` is the λ range the controller trained on: the context shows λ on that range's scale.
+    """
+    kwargs = {**env_kwargs, "reward": _pinned_lam_reward(lam, lams)}
     kwargs.pop("reward_kwargs", None)
     return kwargs
 

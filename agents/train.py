@@ -332,17 +332,17 @@ def _train_controller(cfg: TrainConfig, out: str | Path, *, resume: bool, comman
     env_id, env_kwargs, setting, n_envs = config["env_id"], config["env_kwargs"], config["setting"], config["n_envs"]
     meta, algo_kwargs = load_hyperparams(cfg.algo, env_id, cfg.hyperparams)
     ckpt_dir = out / "checkpoints"
-    final = out / "model.zip"
-    if final.exists() and not resume:
+    model_path = out / "model.zip"
+    if model_path.exists() and not resume:
         raise ValueError(
             f"{out} already holds a trained controller; pass --resume to continue it or choose another --out"
         )
     latest = _latest_checkpoint(ckpt_dir, meta["normalize"]) if resume else None
-    if latest is not None and final.exists():  # the newer of the two: model.zip once the run has finished
-        final_steps = _zip_timesteps(final)
+    if latest is not None and model_path.exists():  # the newer of the two: model.zip once the run has finished
+        final_steps = _zip_timesteps(model_path)
         if final_steps is None or final_steps >= latest[0]:
             latest = None
-    if resume and latest is None and not final.exists():  # killed before its first checkpoint: start afresh
+    if resume and latest is None and not model_path.exists():  # killed before its first checkpoint: start afresh
         print(f"resume: nothing to resume in {out} (no complete checkpoint, no model.zip), so the run starts at step 0")
         resume = False
     if resume:  # the run's own settings, or nothing: only the step target may change
@@ -463,7 +463,6 @@ def _train_controller(cfg: TrainConfig, out: str | Path, *, resume: bool, comman
             tb_log_name=cfg.algo,
         )
     train_seconds = time.perf_counter() - t0
-    model_path = out / "model.zip"
     if remaining > 0 or not model_path.exists():
         # both written before either replaces its predecessor; the statistics carry the model's step
         # count, so a run stopped between the two renames is detected when the pair is next read
