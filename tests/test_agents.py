@@ -1262,8 +1262,14 @@ def test_pareto_cli_rejects_unknown_observation(toy, tmp_path, capsys):
     assert "observations" in capsys.readouterr().err
 
 
-def test_plot_labels_coincident_points_once_and_marks_context_only(tmp_path):
-    from agents.pareto import ParetoPoint, _coincident, plot_pareto
+def test_plot_labels_coincident_points_once_and_marks_context_only(tmp_path, monkeypatch):
+    import matplotlib
+    from matplotlib.colors import to_rgba
+
+    from agents.pareto import CONTEXT_ONLY, METRICS, ParetoPoint, _coincident, plot_pareto
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
 
     pts = [
         ParetoPoint("ppo", "λ=0.01 obs=none", 90.0, 10.0, 1.0, 1e6),
@@ -1273,7 +1279,24 @@ def test_plot_labels_coincident_points_once_and_marks_context_only(tmp_path):
     ]
     assert sorted(_coincident(pts, "energy_mj").values()) == ["conditioned", "λ=0.01,0.03", "λ=0.1"]
     statics = [ParetoPoint("static", f"{u:g}", 80 + 10 * u, 10 * u, u, 1e6 * u) for u in (0.25, 0.5, 1.0)]
+    figures = []
+    close = plt.close
+    monkeypatch.setattr(plt, "close", lambda fig=None: (figures.append(fig), close(fig)))
     assert plot_pareto(statics + pts, tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
+    (fig,) = figures
+    white = to_rgba("white")
+    for ax, metric in zip(fig.axes, METRICS, strict=True):
+        legend = [t.get_text() for t in ax.get_legend().get_texts()]
+        assert "hollow: no preview (context only)" in legend
+        assert sum(t.startswith("ppo") for t in legend) == 1  # the hollow ppo markers add no second entry
+        faces = {}  # (cost, accuracy) of each drawn point -> its face colour
+        for coll in ax.collections:
+            offsets = coll.get_offsets()
+            colours = np.broadcast_to(coll.get_facecolors(), (len(offsets), 4))  # one colour may serve them all
+            faces.update({(float(x), float(y)): tuple(c) for (x, y), c in zip(offsets, colours, strict=True)})
+        for p in pts:
+            filled = faces[(float(getattr(p, metric)), p.accuracy)]
+            assert (filled == white) == p.setting.endswith(CONTEXT_ONLY), (metric, p.setting, filled)
 
 
 def test_pareto_refuses_an_env_the_algorithm_cannot_train_on(toy, tmp_path):
@@ -1458,25 +1481,49 @@ def test_hyperparams_refuse_bad_normalize_kwargs_and_non_finite_numbers(override
         load_hyperparams("ppo", "tnn/Throttle-v0", override)
 
 
-def test_evaluate_controller_pins_a_budget_conditioned_policy(toy, tmp_path, capsys):
+def test_evaluate_controller_pins_a_budget_conditioned_policy(toy, tmp_path, capsys, monkeypatch):
     """A budget-conditioned run's eval_env.json draws λ per episode; evaluate-controller asks for one λ
     and evaluates it pinned there, as `tnn pareto` does; split and subset overrides are refused."""
     import json
 
+    import agents.evaluate
+    from envs.throttle import CONTEXT
     from tnn.cli import main
 
     out = tmp_path / "conditioned"
+    low, high = 0.01, 2.0  # high > 1: the context shows λ / high, not λ
     argv = ["train-controller", "--timesteps", "512", "--n-envs", "16", "--no-test", "--no-progress"]
-    kwargs = {**toy, "reward_kwargs": {"lam": [0.01, 0.3]}}
+    kwargs = {**toy, "reward_kwargs": {"lam": [low, high]}}
     argv += ["--hyperparams", '{"batch_size": 256}', "--env-kwargs", json.dumps(kwargs), "--out", str(out)]
     assert main(argv) == 0
     capsys.readouterr()
     assert main(["evaluate-controller", str(out), "--no-progress"]) == 2
     assert "budget-conditioned" in capsys.readouterr().err
+
+    built = []  # (kwargs, reward value and context λ after a reset) of each env the evaluation makes
+    real = agents.evaluate.make_eval_env
+
+    def capture(env_id, env_kwargs, copies=1):
+        env = real(env_id, env_kwargs, copies=copies)
+        first = env[0] if isinstance(env, list) else env
+        for seed in (0, 1, 2):  # a drawn λ would differ between episodes
+            obs, _ = first.reset(seed=seed)
+            value = first.unwrapped.reward_fn.value
+            built.append((dict(env_kwargs), value, float(obs["context"][CONTEXT.index("episode_parameter")])))
+        return env
+
+    monkeypatch.setattr(agents.evaluate, "make_eval_env", capture)
     assert (
         main(["evaluate-controller", str(out), "--lam", "0.1", "--no-progress", "--out", str(tmp_path / "m.json")]) == 0
     )
     assert json.loads((tmp_path / "m.json").read_text())["setting"] == "λ=0.1"
+    assert len(built) == 3
+    for env_kwargs, value, context_lam in built:
+        assert "reward_kwargs" not in env_kwargs
+        assert value == pytest.approx(0.1)
+        assert context_lam == pytest.approx(0.1 / max(high, 1.0))
     for bad, word in (('{"split": "val"}', "split"), ('{"subset": [0, 0.5]}', "subset")):
-        assert main(["evaluate-controller", "static", "--env-kwargs", json.dumps({**toy, **json.loads(bad)})]) == 2
-        assert f"drop {word}" in capsys.readouterr().err
+        for target in (str(out), "static"):
+            argv = ["evaluate-controller", target, "--env-kwargs", json.dumps({**toy, **json.loads(bad)})]
+            assert main([*argv, "--lam", "0.1"] if target == str(out) else argv) == 2
+            assert f"drop {word}" in capsys.readouterr().err

@@ -17,7 +17,7 @@ def test_models_lists_params_and_flops_per_level(capsys):
     model = tnn.create_model("resnet20")
     assert "resnet20" in out and "resnet32" not in out
     assert f"{model.params(1.0):,d}" in out and f"{model.flops(0.125) / 1e6:.2f}" in out
-    assert len([line for line in out.splitlines() if line.startswith("  0.")]) == 7
+    assert len([line for line in out.splitlines() if line.startswith("  0.")]) == len(model.levels) - 1  # u < 1
 
 
 def test_models_count_flops_at_the_input_shape_the_model_is_built_for(capsys):
@@ -63,8 +63,12 @@ def test_bench_latency_prints_and_writes_ratios(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "| resnet20 | 1 | 0.125 |" in out and "masked ratio" in out
     rows = json.loads(out_json.read_text())["rows"]
-    assert len(rows) == 8 and rows[-1]["u"] == 1.0 and rows[-1]["ratio"] == 1.0
+    assert [r["u"] for r in rows] == list(tnn.create_model("resnet20").levels) and rows[-1]["ratio"] == 1.0
     assert all(r["median_ms"] > 0 and r["masked_median_ms"] > 0 for r in rows)
+    full = rows[-1]["median_ms"]  # every ratio is against the sliced u=1 median, the masked one too
+    for r in rows:
+        assert r["ratio"] == pytest.approx(r["median_ms"] / full, rel=1e-12)
+        assert r["masked_ratio"] == pytest.approx(r["masked_median_ms"] / full, rel=1e-12)
 
 
 def test_bench_latency_compares_thread_counts_side_by_side(tmp_path, capsys):
@@ -75,11 +79,15 @@ def test_bench_latency_compares_thread_counts_side_by_side(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "1, 2 threads" in out and "| threads | u |" in out and "ms vs 1 thread |" in out
     rows = json.loads(out_json.read_text())["rows"]
-    assert [r["threads"] for r in rows] == [1] * 8 + [2] * 8
-    assert all(r["thread_ratio"] == 1.0 for r in rows[:8])  # the first count is the reference
-    for one, two in zip(rows[:8], rows[8:], strict=True):
+    n = len(tnn.create_model("resnet8").levels)
+    assert [r["threads"] for r in rows] == [1] * n + [2] * n
+    assert all(r["thread_ratio"] == 1.0 for r in rows[:n])  # the first count is the reference
+    for one, two in zip(rows[:n], rows[n:], strict=True):
         assert one["u"] == two["u"] and two["thread_ratio"] == two["median_ms"] / one["median_ms"]
-    assert rows[7]["ratio"] == rows[15]["ratio"] == 1.0  # u=1 against itself at each count
+    for block in (rows[:n], rows[n:]):  # each count's ratios are against its own u=1 median
+        assert block[-1]["u"] == 1.0 and block[-1]["ratio"] == 1.0
+        for r in block:
+            assert r["ratio"] == pytest.approx(r["median_ms"] / block[-1]["median_ms"], rel=1e-12)
     assert json.loads(out_json.read_text())["threads"] == [1, 2]
     assert torch.get_num_threads() == before  # restored
     assert main([*args, "--threads", "1", "--no-masked", "--json", str(out_json)]) == 0  # one count: no ratio column

@@ -338,9 +338,13 @@ def test_hard_budget_terminates_or_penalises_overspend(tiny):
 
 
 def test_budget_conditioned_draws_a_budget_per_episode_and_shows_it(tiny):
+    from envs.rewards import REWARDS
+
     env = make(tiny, reward="budget_conditioned", episode_length=4)
     shown = {float(env.reset(seed=s)[0]["context"][3]) for s in range(6)}
-    assert len(shown) == 6 and all(0.2 <= v <= 1.0 for v in shown)
+    rate = REWARDS["budget_conditioned"]()  # its rate range, shown on the scale max(high, 1)
+    low, high = rate.low / max(rate.high, 1.0), rate.high / max(rate.high, 1.0)
+    assert low < high and len(shown) == 6 and all(low - 1e-6 <= v <= high + 1e-6 for v in shown)
 
 
 def test_sequential_covers_the_split_exactly_once(tiny):

@@ -382,7 +382,13 @@ def test_rapl_counter_sums_packages_and_unwraps(tmp_path):
 def test_format_table_has_ratios_and_source(measured):
     table = format_table(measured)
     rows = [line for line in table.splitlines() if line.startswith("| 0.") or line.startswith("| 1.")]
-    assert len(rows) == 8 and "| **1.000** |" in rows[-1] and rows[0].endswith("| model |")
+    assert len(rows) == len(measured.levels) and "| **1.000** |" in rows[-1] and rows[0].endswith("| model |")
+    full = measured.levels[-1]
+    for row, lv in zip(rows, measured.levels, strict=True):  # each ratio is the level's median over u=1's
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert cells[0] == f"{lv.u:.3f}"
+        assert cells[4] == f"**{lv.latency_ms['median'] / full.latency_ms['median']:.3f}**"
+        assert cells[6] == f"**{lv.energy_mj['median'] / full.energy_mj['median']:.3f}**"
 
 
 def test_cli_profiles_a_registry_model_end_to_end(tmp_path, capsys):

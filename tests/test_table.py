@@ -99,17 +99,29 @@ def test_build_table_contents(tiny):
     assert table.pixels.shape == (n, 64) and table.pixels.min() >= 0 and table.pixels.max() <= 1
     pooled = torch.nn.functional.adaptive_avg_pool2d(x, 8).flatten(1).numpy()
     np.testing.assert_allclose(table.pixels, pooled, rtol=1e-6)
-    assert set(table.accuracy()) == set(model.levels)
+    accuracy = table.accuracy()
+    assert list(accuracy) == list(model.levels)
+    for j, u in enumerate(model.levels):
+        assert accuracy[u] == pytest.approx(100.0 * table.correct[:, j].mean())
 
 
-@pytest.mark.parametrize("arch", ["resnet8", "c3d_small"])
-def test_preview_hook_works_for_other_families(arch):
+@pytest.mark.parametrize(("arch", "classifier"), [("resnet8", "fc"), ("c3d_small", "fc2")])
+def test_preview_hook_works_for_other_families(arch, classifier):
+    """The preview is the input of each family's last ThrottleLinear at the lowest level + its confidence."""
     torch.manual_seed(0)
     model = tnn.create_model(arch)
     model.eval()
     x = torch.rand(3, *model.input_shape)
     feats = preview(model, x)
-    assert feats.shape[0] == 3 and feats.shape[1] > 3 and np.isfinite(feats).all()
+    captured: list[torch.Tensor] = []
+    with torch.no_grad():
+        h = getattr(model, classifier).register_forward_pre_hook(lambda _m, a: captured.append(a[0]))
+        logits = model(x, model.levels[0])
+        h.remove()
+    width = captured[-1].flatten(1).shape[1]
+    assert feats.shape == (3, width + 3) and np.isfinite(feats).all()
+    np.testing.assert_allclose(feats[:, :width], captured[-1].flatten(1).numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(feats[:, -3], torch.softmax(logits, 1).max(1).values.numpy(), rtol=1e-5)
 
 
 def test_save_load_round_trip_is_atomic(tiny, tmp_path):
@@ -206,15 +218,16 @@ def test_cached_table_builds_once_and_is_keyed_by_checkpoint_and_split(tiny, tmp
     )
     partial.save(tmp_path / "partial.npz")
     again = cached_table(tiny["ckpt"], "val", data_root=tiny["data"], out=tmp_path / "partial.npz")
-    assert again.preview_levels == again.num_levels == 8
-    assert ResponseTable.load(tmp_path / "partial.npz").preview_levels == 8
+    levels = len(tiny["model"].levels)
+    assert again.preview_levels == again.num_levels == levels
+    assert ResponseTable.load(tmp_path / "partial.npz").preview_levels == levels
 
 
 def test_cli_cache(tiny, tmp_path, capsys):
     out = tmp_path / "val.npz"
     code = cli_main(["cache", str(tiny["ckpt"]), "--split", "val", "--data-root", str(tiny["data"]), "--out", str(out)])
     assert code == 0 and out.is_file()
-    assert "12 samples × 8 levels" in capsys.readouterr().out
+    assert f"12 samples × {len(tiny['model'].levels)} levels" in capsys.readouterr().out
     code = cli_main(["cache", str(tmp_path / "missing.pt"), "--split", "val"])
     assert code == 2 and "no checkpoint" in capsys.readouterr().err
     with pytest.raises(SystemExit):

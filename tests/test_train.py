@@ -50,16 +50,32 @@ def quiet(*args, **kwargs):
 
 def test_augment_crops_are_shifts_and_flips_of_the_input():
     x = torch.rand(16, 3, 32, 32)
+    n = len(x)
+
+    def windows(i):  # (offset, window) of the 4-pixel-padded image at every offset in [0, 8]²
+        padded = F.pad(x[i], (4, 4, 4, 4))
+        return [((a, b), padded[:, a : a + 32, b : b + 32]) for a in range(9) for b in range(9)]
+
     gen = torch.Generator().manual_seed(0)
     y = augment_batch(x, "crop", gen)
     assert y.shape == x.shape
-    for i in range(16):  # each crop equals the padded image at some offset in [0, 8]²
-        padded = F.pad(x[i], (4, 4, 4, 4))
-        assert any(torch.equal(y[i], padded[:, a : a + 32, b : b + 32]) for a in range(9) for b in range(9)), (
-            "crop is not a shifted window of the padded image"
-        )
+    offsets = set()
+    for i in range(n):  # each crop equals the padded image at some offset, unflipped
+        match = [off for off, win in windows(i) if torch.equal(y[i], win)]
+        assert match, "crop is not a shifted window of the padded image"
+        offsets.add(match[0])
+    assert len(offsets) > 1, f"every crop took the same offset {offsets}"
     z = augment_batch(x, "crop+flip", torch.Generator().manual_seed(1))
     assert z.shape == x.shape
+    flipped, offsets = 0, set()
+    for i in range(n):  # each image is a window of the padded input or its horizontal flip
+        plain = [off for off, win in windows(i) if torch.equal(z[i], win)]
+        mirrored = [off for off, win in windows(i) if torch.equal(z[i], win.flip(2))]
+        assert plain or mirrored, "crop+flip is neither a window of the padded image nor its mirror"
+        flipped += bool(mirrored)
+        offsets.add((plain or mirrored)[0])
+    assert 0 < flipped < n, f"{flipped} of {n} images flipped"
+    assert len(offsets) > 1, f"every crop took the same offset {offsets}"
     torch.testing.assert_close(augment_batch(x, "crop+flip", torch.Generator().manual_seed(1)), z)
     assert augment_batch(x, "none", gen) is x
 
@@ -149,10 +165,21 @@ def test_runs_saved_before_a_config_field_existed_still_resume(tmp_path):
     assert _with_new_defaults({**older, "epochs": 7}) != current  # a real difference still refuses
 
 
-def test_cpu_bf16_learns_and_is_deterministic(tmp_path):
+def test_cpu_bf16_learns_and_is_deterministic(tmp_path, monkeypatch):
+    import tnn.train
+
     root = write_learnable_fmnist(tmp_path / "fm")
     cfg = small_config(root, cpu_bf16=True, bn_recalibration=2)
+    autocasts = []  # (device type, dtype, enabled) of every autocast the training enters
+    real = torch.autocast
+
+    def recording(device_type, dtype=None, enabled=True, **kwargs):
+        autocasts.append((device_type, dtype, enabled))
+        return real(device_type, dtype=dtype, enabled=enabled, **kwargs)
+
+    monkeypatch.setattr(tnn.train.torch, "autocast", recording)
     a = pretrain(cfg, tmp_path / "a", log=quiet)
+    assert ("cpu", torch.bfloat16, True) in autocasts, set(autocasts)  # bf16 was on, on the CPU
     b = pretrain(cfg, tmp_path / "b", log=quiet)
     assert a.test_accuracy[1.0] >= 40.0, a.test_accuracy  # chance is 10 %
     assert a.test_accuracy == b.test_accuracy
