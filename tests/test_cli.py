@@ -99,6 +99,46 @@ def test_bench_latency_compares_thread_counts_side_by_side(tmp_path, capsys):
     assert "thread counts must be >= 1" in capsys.readouterr().err
 
 
+def test_bench_latency_channels_last_side_by_side(tmp_path, capsys):
+    out_json = tmp_path / "bench.json"
+    args = ["bench", "latency", "--models", "resnet8", "--batch-sizes", "2", "--repeats", "2", "--warmup", "1"]
+    assert main([*args, "--channels-last", "--json", str(out_json)]) == 0
+    out = capsys.readouterr().out
+    assert "channels-last: the same input in channels-last memory format" in out
+    assert "| masked ratio | channels-last ms | channels-last p10–p90 ms | channels-last ratio |" in out
+    rows = json.loads(out_json.read_text())["rows"]
+    assert [r["u"] for r in rows] == list(tnn.create_model("resnet8").levels)
+    full = rows[-1]  # each layout's ratio is against its own u=1 median
+    assert full["u"] == 1.0 and full["ratio"] == full["channels_last_ratio"] == 1.0
+    for r in rows:
+        assert f"| resnet8 | 2 | {r['u']:.3f} |" in out and f" {r['channels_last_speedup']:.2f}× |" in out
+        assert r["channels_last_ratio"] == pytest.approx(
+            r["channels_last_median_ms"] / full["channels_last_median_ms"], rel=1e-12
+        )
+        assert r["channels_last_speedup"] == pytest.approx(r["median_ms"] / r["channels_last_median_ms"], rel=1e-12)
+        assert r["channels_last_p10_ms"] <= r["channels_last_median_ms"] <= r["channels_last_p90_ms"]
+        assert r["ratio"] == pytest.approx(r["median_ms"] / full["median_ms"], rel=1e-12)
+    assert main([*args, "--no-masked", "--json", str(out_json)]) == 0  # without the flag: no columns, null fields
+    assert "channels-last" not in capsys.readouterr().out
+    assert all(r["channels_last_median_ms"] is None for r in json.loads(out_json.read_text())["rows"])
+
+
+def test_bench_latency_channels_last_refuses_an_input_without_that_layout(monkeypatch, capsys):
+    import tnn.bench
+    import tnn.cli
+
+    def one_d(name, **kw):  # a model taking (N, C, L) signals
+        model = tnn.create_model("resnet8")
+        model.input_shape, model.arch = (3, 32), name
+        return model
+
+    monkeypatch.setattr(tnn.cli, "create_model", one_d)
+    monkeypatch.setattr(tnn.bench, "bench_latency", lambda *a, **k: pytest.fail("ran before refusing"))
+    assert main(["bench", "latency", "--models", "sig1d", "--channels-last"]) == 2
+    err = capsys.readouterr().err
+    assert "sig1d takes 3-D input" in err and "drop --channels-last for sig1d" in err and "Traceback" not in err
+
+
 def test_bench_unknown_model_is_a_clear_error(capsys):
     assert main(["bench", "latency", "--models", "resnet21"]) == 2
     assert "known models" in capsys.readouterr().err

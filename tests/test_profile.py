@@ -4,6 +4,7 @@ import copy
 import json
 import math
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -90,6 +91,8 @@ def test_round_trip_keeps_every_field(measured, tmp_path):
         (lambda d: d.pop("energy_model"), "energy_model"),
         (lambda d: d.update(threads="2"), "threads"),
         (lambda d: d.update(cuda_graphs="yes"), "cuda_graphs"),
+        (lambda d: d.update(memory_format="nhwc"), "'memory_format' must be one of"),
+        (lambda d: d.update(memory_format="channels_last_3d"), "channels_last_3d is for 5-D inputs"),
         (lambda d: d["levels"][0]["energy_dynamic_mj"].update(median=1e9, p90=1e9), "exceeds the total"),
     ],
 )
@@ -97,6 +100,25 @@ def test_malformed_newer_or_wrongly_typed_profiles_are_refused(profile_dict, tmp
     edit(profile_dict)
     with pytest.raises(ProfileError, match=message.replace("[", r"\[").replace("]", r"\]")):
         CostProfile.load(_write(tmp_path, profile_dict))
+
+
+def test_memory_format_round_trips_and_an_old_profile_without_it_reads_as_nchw(profile_dict, tmp_path, capsys):
+    assert profile_dict["memory_format"] == "contiguous_format"  # written by every new profile
+    old = dict(profile_dict)
+    del old["memory_format"]  # as written before the field existed: the same version, no bump
+    loaded = CostProfile.load(_write(tmp_path, old, "old.json"))
+    assert loaded.version == PROFILE_VERSION == 1
+    assert loaded.memory_format == "contiguous_format" and "memory_format" not in loaded.extra
+    shipped = Path(__file__).resolve().parents[1] / "results" / "profiles" / "cifar10-resnet20-cpu-b64.json"
+    assert "memory_format" not in json.loads(shipped.read_text())  # a real file from before the field
+    assert CostProfile.load(shipped).memory_format == "contiguous_format"
+    cl = CostProfile.from_dict({**profile_dict, "memory_format": "channels_last"})
+    again = CostProfile.load(cl.save(tmp_path / "cl.json"))
+    assert again == cl and again.memory_format == "channels_last"
+    assert json.loads((tmp_path / "cl.json").read_text())["memory_format"] == "channels_last"
+    assert main(["profile-show", str(tmp_path / "old.json"), str(tmp_path / "cl.json")]) == 0
+    old_text, cl_text = capsys.readouterr().out.split(f"{tmp_path / 'cl.json'}: ")
+    assert "channels-last" not in old_text and "channels-last (NHWC) input;" in cl_text.splitlines()[0]
 
 
 def test_non_json_non_object_and_missing_files(tmp_path):
@@ -188,6 +210,32 @@ def test_cpu_profile_of_a_tiny_model_has_the_right_structure(measured, tiny):
         assert lv.energy_mj["median"] == pytest.approx(12.0 * lat["median"] / 2)
     assert "12 W" in measured.energy_model and "assumed" in measured.energy_model
     assert measured.idle_power_w is None and len(measured.load_avg) == 3
+
+
+@pytest.mark.parametrize(("name", "fmt"), [("resnet8", "channels_last"), ("c3d_small", "channels_last_3d")])
+def test_channels_last_profile_times_channels_last_inputs_and_records_it(name, fmt):
+    model = tnn.create_model(name)
+    forward, calls = model.forward, []
+
+    def spy(x, u=1.0, **kwargs):
+        calls.append((u, x.is_contiguous(memory_format=getattr(torch, fmt)) and not x.is_contiguous()))
+        return forward(x, u, **kwargs)
+
+    model.forward = spy
+    repeats, warmup = 2, 1
+    profile = profile_model(model, batch_size=2, repeats=repeats, warmup=warmup, energy="model", channels_last=True)
+    assert profile.memory_format == fmt and profile.to_dict()["memory_format"] == fmt
+    for u in model.levels:  # the NCHW call only in the one equality check; every timed call channels-last
+        assert calls.count((u, False)) == 1 and calls.count((u, True)) == 1 + warmup + repeats
+    plain = profile_model(tnn.create_model(name), batch_size=2, repeats=1, warmup=0, energy="model")
+    assert plain.memory_format == "contiguous_format"
+
+
+def test_channels_last_profile_refuses_an_input_without_that_layout():
+    model = tnn.create_model("resnet8")
+    model.input_shape, model.arch = (3, 32), "sig1d"  # as if it took (N, C, L) signals
+    with pytest.raises(ValueError, match=r"sig1d takes 3-D input.*drop --channels-last"):
+        profile_model(model, repeats=1, warmup=0, energy="model", channels_last=True)
 
 
 def test_default_power_model_scales_with_threads(tiny):
@@ -400,6 +448,17 @@ def test_cli_profiles_a_registry_model_end_to_end(tmp_path, capsys):
     profile = CostProfile.load(out)
     assert profile.batch_size == 2 and profile.checkpoint is None and "--cpu-watts 7" in profile.command
     assert "7 W" in profile.energy_model
+
+
+def test_cli_profiles_with_channels_last_inputs(tmp_path, capsys):
+    out = tmp_path / "cl.json"
+    args = ["profile", "resnet8", "--batch-size", "2", "--repeats", "2", "--warmup", "1", "--energy", "model"]
+    assert main([*args, "--channels-last", "--out", str(out)]) == 0
+    assert "channels-last (NHWC) input;" in capsys.readouterr().out
+    profile = CostProfile.load(out)
+    assert profile.memory_format == "channels_last" and "--channels-last" in profile.command
+    assert main(["profile-show", str(out)]) == 0
+    assert "channels-last (NHWC) input" in capsys.readouterr().out
 
 
 def test_cli_profiles_a_checkpoint_and_records_its_hash(tmp_path, capsys):

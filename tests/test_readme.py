@@ -54,3 +54,16 @@ def test_readme_tables_are_what_the_commands_print():
         assert f"<!-- tnn report: begin -->\n{table}\n<!-- tnn report: end -->" in text
     timing = time_to_accuracy_table(models, [80, 85, 90])
     assert f"<!-- time-to-accuracy: begin -->\n{timing}\n<!-- time-to-accuracy: end -->" in readme
+
+
+def test_readme_latency_tables_are_what_the_bench_wrote():
+    """The latency tables pasted in the README are `format_table` of the committed benchmark JSON."""
+    import json
+
+    from tnn.bench import LevelTiming, format_table
+
+    readme = (ROOT / "README.md").read_text()
+    for name in ("cpu-resnet20.json", "cpu-resnet20-channels-last.json"):
+        rows = [LevelTiming(**r) for r in json.loads((ROOT / "results" / "bench" / name).read_text())["rows"]]
+        assert rows
+        assert format_table(rows) in readme, f"README's latency table of results/bench/{name} is stale"

@@ -3,7 +3,9 @@
 Levels are *interleaved* — each repetition times every level once, in a rotating order — so that
 thermal drift, frequency scaling or a noisy neighbour hits all levels alike. The masked reference
 (full width, inactive channels zeroed: what masking-based TNN code runs) is timed in the same
-loop, to show that only slicing saves time.
+loop, to show that only slicing saves time. So is, on request, the same input in channels-last memory
+format (NHWC; NDHWC for 5-D clips), which can be faster than NCHW on CPU and throttle by another
+ratio: both layouts are then measured under the same drift.
 """
 
 from __future__ import annotations
@@ -23,10 +25,13 @@ __all__ = [
     "LevelTiming",
     "bench_latency",
     "bench_train",
+    "channels_last_format",
+    "check_channels_last",
     "format_table",
     "time_interleaved",
     "time_levels",
     "time_train_step",
+    "to_channels_last",
 ]
 
 K = TypeVar("K")
@@ -48,6 +53,12 @@ class LevelTiming:
     masked_ratio: float | None = None
     threads: int = 0  # torch CPU threads it ran with (0: not recorded)
     thread_ratio: float | None = None  # median / median of the same level at the first thread count
+    # the sliced forward on a channels-last copy of the same input (None: not measured)
+    channels_last_median_ms: float | None = None
+    channels_last_p10_ms: float | None = None
+    channels_last_p90_ms: float | None = None
+    channels_last_ratio: float | None = None  # channels-last median / channels-last median at u=1
+    channels_last_speedup: float | None = None  # median / channels-last median (> 1: channels-last is faster)
 
 
 def _quantile(xs: Sequence[float], q: float) -> float:
@@ -88,18 +99,76 @@ def _wall_ms(fn: Callable[[], object]) -> float:
     return (time.perf_counter() - start) * 1e3
 
 
+def channels_last_format(ndim: int, model: str = "the model") -> torch.memory_format:
+    """The channels-last memory format of a ``ndim``-D input: ``torch.channels_last`` (NHWC) for 4-D
+    images, ``torch.channels_last_3d`` (NDHWC) for 5-D clips; ValueError naming ``model`` otherwise."""
+    if ndim == 4:
+        return torch.channels_last
+    if ndim == 5:
+        return torch.channels_last_3d
+    raise ValueError(
+        f"{model} takes {ndim}-D input; channels-last memory format exists only for 4-D images (N, C, H, W) "
+        f"and 5-D clips (N, C, D, H, W): drop --channels-last for {model}"
+    )
+
+
+def to_channels_last(x: torch.Tensor, model: str = "the model") -> torch.Tensor:
+    """A copy of ``x`` in channels-last memory format (same shape and values, NHWC / NDHWC strides)."""
+    return x.contiguous(memory_format=channels_last_format(x.dim(), model))
+
+
+def check_channels_last(model: ThrottleNet, x: torch.Tensor, x_cl: torch.Tensor) -> None:
+    """RuntimeError unless ``model`` gives the same logits for ``x`` and its channels-last copy ``x_cl``
+    at every level (eval-mode inference, the path that is timed).
+
+    Equal means allclose within 1e-4 of the largest logit (1e-2 on CUDA while cuDNN may use TF32):
+    another kernel's float rounding, not another result. Run once before timing, since timings of a
+    layout that changes the answer would compare different computations.
+    """
+    tol = 1e-2 if x.is_cuda and torch.backends.cudnn.allow_tf32 else 1e-4
+    with torch.inference_mode():
+        for u in model.levels:
+            ref, got = model(x, u), model(x_cl, u)
+            scale = max(ref.abs().max().item(), 1e-6)
+            if not torch.allclose(got, ref, rtol=tol, atol=tol * scale):
+                diff = (got.float() - ref.float()).abs().max().item()
+                raise RuntimeError(
+                    f"{model.arch} at u={u:g}: the output for a channels-last input differs from the NCHW output "
+                    f"(max |difference| {diff:.3g}, largest logit {scale:.3g}, tolerance {tol:g} of it), so their "
+                    "timings would not be of the same computation; this is a bug in the model or in torch's "
+                    "kernels for that layout"
+                )
+
+
 def time_levels(
-    model: ThrottleNet, x: torch.Tensor, *, repeats: int = 30, warmup: int = 3, masked: bool = False
-) -> dict[tuple[float, bool], list[float]]:
-    """Wall time (ms) of ``model(x, u)`` per (level, masked), levels interleaved over repetitions."""
-    variants = [(u, False) for u in model.levels] + ([(u, True) for u in model.levels] if masked else [])
+    model: ThrottleNet,
+    x: torch.Tensor,
+    *,
+    repeats: int = 30,
+    warmup: int = 3,
+    masked: bool = False,
+    channels_last: bool = False,
+) -> dict[tuple[float, str], list[float]]:
+    """Wall time (ms) of one forward call per (level, variant), all interleaved over repetitions.
+
+    Variants: ``"sliced"``, ``model(x, u)``; with ``masked``, ``"masked"``, the full-width reference;
+    with ``channels_last``, ``"channels_last"``, ``model(x_cl, u)`` on a channels-last copy of ``x``
+    (made once, untimed; :func:`to_channels_last`).
+    """
+    inputs = {"sliced": x, "masked": x}
+    variants = ["sliced", "masked"] if masked else ["sliced"]
+    if channels_last:
+        inputs["channels_last"] = to_channels_last(x, model.arch)
+        variants.append("channels_last")
     sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
 
-    def call(u: float, m: bool) -> Callable[[], object]:
-        return lambda: (model(x, u, masked=m), sync())
+    def call(u: float, v: str) -> Callable[[], object]:
+        inp, m = inputs[v], v == "masked"
+        return lambda: (model(inp, u, masked=m), sync())
 
+    keys = [(u, v) for v in variants for u in model.levels]
     with torch.inference_mode():
-        return time_interleaved({v: call(*v) for v in variants}, repeats=repeats, warmup=warmup)
+        return time_interleaved({k: call(*k) for k in keys}, repeats=repeats, warmup=warmup)
 
 
 def bench_latency(
@@ -112,12 +181,17 @@ def bench_latency(
     in_channels: int | None = None,
     device: str = "cpu",
     threads: Sequence[int] = (),
+    channels_last: bool = False,
 ) -> list[LevelTiming]:
     """Time every level of each named model (freshly built, eval mode) at each batch size.
 
     With several CPU ``threads`` counts, each is timed in turn in ``min(repeats, 5)`` alternating
     blocks (levels interleaved inside each), so drift hits every count alike; ``thread_ratio`` is a
     level's median over its median at the first count. Torch's thread count is restored afterwards.
+    ``channels_last``: every level also runs on a channels-last copy of the input (NHWC; NDHWC for
+    5-D clips; ValueError for other inputs) in the same interleaved loop, after
+    :func:`check_channels_last` found its logits equal to NCHW's (RuntimeError if not); the rows
+    get its median, p10, p90, ratio to its own u=1 median and the speed-up over NCHW.
     """
     if any(t < 1 for t in threads):
         raise ValueError(f"thread counts must be >= 1, got {list(threads)}")
@@ -129,21 +203,27 @@ def bench_latency(
         for name in models:
             kwargs = {} if in_channels is None else {"in_channels": in_channels}
             model = create_model(name, **kwargs).to(device).eval()
+            if channels_last:
+                channels_last_format(1 + len(model.input_shape), name)  # refuse before timing anything
             for bs in batch_sizes:
                 x = torch.rand(bs, *model.input_shape, device=device)
-                times: dict[int, dict[tuple[float, bool], list[float]]] = {t: {} for t in counts}
+                if channels_last:
+                    check_channels_last(model, x, to_channels_last(x, name))
+                times: dict[int, dict[tuple[float, str], list[float]]] = {t: {} for t in counts}
                 for b in range(blocks):
                     n = repeats // blocks + (b < repeats % blocks)
                     for t in counts:
                         torch.set_num_threads(t)
-                        block = time_levels(model, x, repeats=n, warmup=warmup, masked=masked)
+                        block = time_levels(
+                            model, x, repeats=n, warmup=warmup, masked=masked, channels_last=channels_last
+                        )
                         for key, ts in block.items():
                             times[t].setdefault(key, []).extend(ts)
                 first: dict[float, float] = {}
                 for t in counts:
-                    full = statistics.median(times[t][(1.0, False)])
+                    full = statistics.median(times[t][(1.0, "sliced")])
                     for u in model.levels:
-                        ts = times[t][(u, False)]
+                        ts = times[t][(u, "sliced")]
                         med = statistics.median(ts)
                         first.setdefault(u, med)
                         row = LevelTiming(
@@ -151,8 +231,15 @@ def bench_latency(
                         )
                         row.threads, row.thread_ratio = t, (med / first[u] if len(counts) > 1 else None)
                         if masked:
-                            row.masked_median_ms = statistics.median(times[t][(u, True)])
+                            row.masked_median_ms = statistics.median(times[t][(u, "masked")])
                             row.masked_ratio = row.masked_median_ms / full
+                        if channels_last:
+                            cl = times[t][(u, "channels_last")]
+                            row.channels_last_median_ms = statistics.median(cl)
+                            row.channels_last_p10_ms, row.channels_last_p90_ms = _quantile(cl, 0.1), _quantile(cl, 0.9)
+                            cl_full = statistics.median(times[t][(1.0, "channels_last")])
+                            row.channels_last_ratio = row.channels_last_median_ms / cl_full
+                            row.channels_last_speedup = med / row.channels_last_median_ms
                         rows.append(row)
     finally:
         torch.set_num_threads(before)
@@ -160,8 +247,9 @@ def bench_latency(
 
 
 def format_table(rows: Sequence[LevelTiming]) -> str:
-    """A markdown table of the timings."""
+    """A markdown table of the timings; the masked, thread and channels-last columns where measured."""
     masked = any(r.masked_ratio is not None for r in rows)
+    channels_last = any(r.channels_last_ratio is not None for r in rows)
     by_threads = any(r.thread_ratio is not None for r in rows)
     head = "| model | batch | u | MFLOPs | FLOPs ratio | median ms | p10–p90 ms | latency ratio |"
     sep = "|---|---:|---:|---:|---:|---:|---:|---:|"
@@ -172,6 +260,9 @@ def format_table(rows: Sequence[LevelTiming]) -> str:
     if masked:
         head += " masked ms | masked ratio |"
         sep += "---:|---:|"
+    if channels_last:
+        head += " channels-last ms | channels-last p10–p90 ms | channels-last ratio | channels-last speed-up |"
+        sep += "---:|---:|---:|---:|"
     lines = [head, sep]
     full_flops = {(r.model, r.batch_size): r.flops for r in rows if r.u == 1.0}
     for r in rows:
@@ -185,11 +276,18 @@ def format_table(rows: Sequence[LevelTiming]) -> str:
             line += f" {r.thread_ratio:.2f}× |"
         if masked:
             line += f" {r.masked_median_ms:.3f} | {r.masked_ratio:.3f} |"
+        if channels_last:
+            line += (
+                f" {r.channels_last_median_ms:.3f} | {r.channels_last_p10_ms:.3f}–{r.channels_last_p90_ms:.3f} | "
+                f"{r.channels_last_ratio:.3f} | {r.channels_last_speedup:.2f}× |"
+            )
         lines.append(line)
     return "\n".join(lines)
 
 
 def rows_to_json(rows: Sequence[LevelTiming]) -> str:
+    """The rows as JSON (every :class:`LevelTiming` field; null where not measured), with torch's
+    version and the thread counts."""
     return json.dumps(
         {"torch": torch.__version__, "threads": sorted({r.threads for r in rows}), "rows": [asdict(r) for r in rows]},
         indent=1,

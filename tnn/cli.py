@@ -83,10 +83,12 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from tnn.bench import bench_latency, format_table, rows_to_json
+    from tnn.bench import bench_latency, channels_last_format, format_table, rows_to_json
 
     for name in args.models:
-        create_model(name)  # fail early, with the list of known names
+        model = create_model(name)  # fail early, with the list of known names
+        if args.channels_last:  # and before timing anything, on an input with no channels-last format
+            channels_last_format(1 + len(model.input_shape), name)
     if min(args.batch_sizes) < 1:
         raise ValueError(f"--batch-sizes must be positive, got {args.batch_sizes}")
     threads = args.threads or []
@@ -97,12 +99,18 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         warmup=args.warmup,
         masked=not args.no_masked,
         threads=threads,
+        channels_last=args.channels_last,
     )
     counts = ", ".join(map(str, threads)) or str(torch.get_num_threads())
     print(
         f"CPU latency per forward call, torch {torch.__version__}, {counts} threads, "
         f"{args.repeats} interleaved repetitions; ratio = median / median at u=1"
     )
+    if args.channels_last:
+        print(
+            "channels-last: the same input in channels-last memory format (NHWC; NDHWC for clips), same logits, "
+            "timed in the same loop; its ratio is against its own u=1, speed-up = median / channels-last median"
+        )
     print(format_table(rows))
     if args.json:
         atomic_write(args.json, lambda fh: fh.write(rows_to_json(rows).encode()))
@@ -339,6 +347,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="torch CPU threads (default: torch's); several counts are timed side by side in one run",
     )
     b.add_argument("--no-masked", action="store_true", help="skip the masked full-width reference")
+    b.add_argument(
+        "--channels-last",
+        action="store_true",
+        help="also time every level on a channels-last copy of the input (NHWC; NDHWC for 5-D clips) in the same "
+        "interleaved loop, beside the default NCHW: its median, ratio to its own u=1, and speed-up over NCHW",
+    )
     b.add_argument("--json", default=None, help="also write the rows to this JSON file")
     b.set_defaults(func=_cmd_bench)
     b = bench.add_parser("train", help="training images/s of the sandwich step and of a vanilla step")

@@ -18,7 +18,11 @@ Format (``version`` 1; readers refuse newer versions): a JSON object with ``mode
 ``name``}, the torch version, the date, and ``levels``: one entry per level with ``u``, ``flops``,
 ``params``, ``latency_ms`` {median, p10, p90} of one forward call at that batch size, ``energy_mj``
 {median, p10, p90, ``source``} per input including the idle share, and ``energy_dynamic_mj``, the
-same above idle (:meth:`CostProfile.to_dict` writes it).
+same above idle (:meth:`CostProfile.to_dict` writes it). Optional fields record how it was
+measured (threads, repeats, ``cuda_graphs``, ...), among them ``memory_format``, the layout of the
+timed input: ``contiguous_format`` (NCHW, the default; what a file without the field means),
+``channels_last`` (NHWC images) or ``channels_last_3d`` (NDHWC clips). Adding an optional field
+keeps the version: older readers keep keys they do not know.
 ``tnn profile`` measures and writes a profile; ``tnn profile-plot`` draws them. Needs only
 torch and numpy; ``pynvml`` (from ``nvidia-ml-py``) and matplotlib are imported when used.
 """
@@ -43,7 +47,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from tnn.bench import time_interleaved
+from tnn.bench import channels_last_format, check_channels_last, time_interleaved, to_channels_last
 from tnn.checkpoint import atomic_write
 from tnn.layers import snap_level
 from tnn.models import ThrottleNet
@@ -53,6 +57,7 @@ __all__ = [
     "DEFAULT_FLOPS_PER_S",
     "DEFAULT_JOULES_PER_FLOP",
     "ENERGY_SOURCES",
+    "MEMORY_FORMATS",
     "METRICS",
     "PROFILE_FORMAT",
     "PROFILE_VERSION",
@@ -75,6 +80,9 @@ PROFILE_VERSION = 1
 ENERGY_SOURCES = ("nvml", "rapl", "model")
 METRICS = ("energy", "energy_dynamic", "latency", "flops")
 DEVICE_KINDS = ("cpu", "cuda")
+#: Memory formats of the timed input, by torch's names; the channels-last ones by input rank (4-D, 5-D).
+MEMORY_FORMATS = ("contiguous_format", "channels_last", "channels_last_3d")
+_CHANNELS_LAST_RANK = {"channels_last": 4, "channels_last_3d": 5}
 
 #: Energy model for CPUs without readable RAPL: the package power attributed to the network while it
 #: runs, in W per torch thread (about what one busy core of a current server CPU draws), so the
@@ -147,6 +155,7 @@ class CostProfile:
     repeats: int | None = None
     warmup: int | None = None
     cuda_graphs: bool = False
+    memory_format: str = "contiguous_format"  # of the timed input: one of MEMORY_FORMATS (NCHW, NHWC, NDHWC)
     window_s: float | None = None
     windows: int | None = None
     checkpoint: dict | None = None  # {"path", "sha256", "dataset"} when profiled from a checkpoint
@@ -437,6 +446,14 @@ def _validate(data: Any, where: str) -> None:
             raise ProfileError(f"{where}: {key!r} must be {what} or null, got {data[key]!r}")
     if not isinstance(data.get("cuda_graphs", False), bool):
         raise ProfileError(f"{where}: 'cuda_graphs' must be true or false, got {data['cuda_graphs']!r}")
+    fmt = data.get("memory_format", "contiguous_format")  # absent: written before the field, so NCHW
+    if fmt not in MEMORY_FORMATS:
+        raise ProfileError(f"{where}: 'memory_format' must be one of {list(MEMORY_FORMATS)}, got {fmt!r}")
+    if fmt in _CHANNELS_LAST_RANK and _CHANNELS_LAST_RANK[fmt] != 1 + len(shape):
+        raise ProfileError(
+            f"{where}: 'memory_format' {fmt} is for {_CHANNELS_LAST_RANK[fmt]}-D inputs, but input_shape "
+            f"{list(shape)} makes {1 + len(shape)}-D ones"
+        )
 
 
 # --------------------------------------------------------------------------------------------- energy
@@ -751,6 +768,7 @@ def profile_model(
     repeats: int = 50,
     warmup: int = 5,
     cuda_graphs: bool = False,
+    channels_last: bool = False,
     energy: str = "auto",
     counter: EnergyCounter | None = None,
     window_s: float = 1.0,
@@ -766,6 +784,9 @@ def profile_model(
     Latency: ``repeats`` rounds, each timing one forward call per level in a rotating order after
     ``warmup`` untimed calls; CPU by wall clock, CUDA by events from an idle queue, optionally
     replaying one captured CUDA graph per level (``cuda_graphs``) to strip launch overhead.
+    ``channels_last``: the input is in channels-last memory format (NHWC; NDHWC for 5-D clips;
+    ValueError for other inputs), once checked to give NCHW's logits (RuntimeError if not); the
+    profile's ``memory_format`` records it.
     Energy (``energy``): 'auto' = NVML on CUDA, RAPL on CPU where readable (the whole package:
     keep the machine otherwise quiet), else the model; 'nvml' / 'rapl' demand that counter;
     'model' = ``watts`` × latency / batch, above idle with ``idle_watts`` (``watts`` defaults on
@@ -802,6 +823,11 @@ def profile_model(
     model = model.to(dev).eval()
     gen = torch.Generator().manual_seed(seed)
     x = torch.rand(batch_size, *model.input_shape, generator=gen).to(dev)
+    memory_format = "contiguous_format"
+    if channels_last:
+        x_cl = to_channels_last(x, model.arch)
+        check_channels_last(model, x, x_cl)
+        x, memory_format = x_cl, str(channels_last_format(x.dim())).removeprefix("torch.")
     sync = torch.cuda.synchronize if kind == "cuda" else (lambda: None)
     measured = None
     try:
@@ -851,6 +877,7 @@ def profile_model(
         repeats=repeats,
         warmup=warmup,
         cuda_graphs=cuda_graphs,
+        memory_format=memory_format,
         window_s=window_s if measured is not None else None,
         windows=windows if measured is not None else None,
         load_avg=load_avg,
@@ -880,9 +907,14 @@ def format_table(profile: CostProfile) -> str:
     return "\n".join(lines)
 
 
+_LAYOUTS = {"channels_last": "channels-last (NHWC)", "channels_last_3d": "channels-last (NDHWC)"}
+
+
 def _describe(profile: CostProfile) -> str:
     lat = "latency from a FLOPs model" if profile.latency_source == "model" else "latency measured"
     graphs = ", CUDA graphs" if profile.cuda_graphs else ""
+    if profile.memory_format != "contiguous_format":
+        graphs += f", {_LAYOUTS[profile.memory_format]} input"
     idle = f", idle {profile.idle_power_w:.1f} W" if profile.idle_power_w is not None else ""
     text = (
         f"{profile.model} on {profile.device['kind']} ({profile.device['name']}), batch {profile.batch_size}, "
@@ -914,8 +946,9 @@ def plot_profiles(paths: Sequence[str | os.PathLike], out_dir: str | os.PathLike
 
     def label(path: Path, pr: CostProfile) -> str:
         n = pr.threads if pr.device["kind"] == "cpu" else None
-        threads = f" · {n} thread{'s' * (n != 1)}" if n else ""
-        return f"{pr.model} · {pr.device['kind']} · b{pr.batch_size}{threads} · energy {pr.energy_source} ({path.stem})"
+        how = f" · {n} thread{'s' * (n != 1)}" if n else ""
+        how += "" if pr.memory_format == "contiguous_format" else " · channels-last"
+        return f"{pr.model} · {pr.device['kind']} · b{pr.batch_size}{how} · energy {pr.energy_source} ({path.stem})"
 
     def panels(axes: Any, path: Path, pr: CostProfile, single: bool) -> None:
         u = np.array(pr.levels_u)
@@ -1020,6 +1053,7 @@ def _cmd_profile(args: argparse.Namespace) -> int:
         repeats=args.repeats,
         warmup=args.warmup,
         cuda_graphs=args.cuda_graphs,
+        channels_last=args.channels_last,
         energy=args.energy,
         window_s=args.window_s,
         windows=args.windows,
@@ -1071,6 +1105,11 @@ def add_cli(sub: Any) -> None:
     p.add_argument("--warmup", type=int, default=5, help="untimed calls per level first (default: 5)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--cuda-graphs", action="store_true", help="replay one captured CUDA graph per level")
+    p.add_argument(
+        "--channels-last",
+        action="store_true",
+        help="time a channels-last input (NHWC; NDHWC for 5-D clips) instead of NCHW; recorded in the profile",
+    )
     p.add_argument(
         "--energy",
         default="auto",
