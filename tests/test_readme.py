@@ -38,16 +38,21 @@ def test_env_snippets_run(tmp_path, monkeypatch):
 
 
 def test_readme_tables_are_what_the_commands_print():
-    """The README pastes command output (shipped profiles, the model table): it must be current."""
+    """The READMEs paste command output (profiles, the model table): it must be current."""
     from tnn.profile import CostProfile, format_table
     from tnn.report import accuracy_table, time_to_accuracy_table
 
     readme = (ROOT / "README.md").read_text()
-    block = readme[readme.index("<!-- profiles: begin -->") : readme.index("<!-- profiles: end -->")]
+    listing = (ROOT / "results" / "profiles" / "README.md").read_text()
+    block = listing[listing.index("<!-- profiles: begin -->") : listing.index("<!-- profiles: end -->")]
     profiles = sorted((ROOT / "results" / "profiles").glob("*.json"))
     assert profiles
     for path in profiles:
-        assert format_table(CostProfile.load(path)) in block, f"README's table of {path.name} is stale"
+        assert format_table(CostProfile.load(path)) in block, f"results/profiles/README.md: {path.name} is stale"
+    begin, end = "<!-- profile cifar10-resnet20-cpu-b64: begin -->", "<!-- profile cifar10-resnet20-cpu-b64: end -->"
+    b64 = readme[readme.index(begin) : readme.index(end)]
+    b64_table = format_table(CostProfile.load(ROOT / "results" / "profiles" / "cifar10-resnet20-cpu-b64.json"))
+    assert b64_table in b64, "README's table of cifar10-resnet20-cpu-b64.json is stale"
     models = sorted((ROOT / "results" / "models").glob("*/model.pt"))
     table = accuracy_table(models)
     for text in (readme, (ROOT / "results" / "README.md").read_text()):
