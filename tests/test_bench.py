@@ -96,15 +96,16 @@ def test_channels_last_refuses_other_inputs_before_timing(monkeypatch):
     assert bench.channels_last_format(4) is torch.channels_last
     assert bench.channels_last_format(5) is torch.channels_last_3d
 
-    def one_d(name, **kw):  # a model taking (N, C, L) signals
+    def build(name, **kw):  # resnet8 as it is; "sig1d" a model taking (N, C, L) signals
         model = tnn.create_model("resnet8")
-        model.input_shape, model.arch = (3, 32), name
+        if name == "sig1d":
+            model.input_shape, model.arch = (3, 32), name
         return model
 
-    monkeypatch.setattr(bench, "create_model", one_d)
+    monkeypatch.setattr(bench, "create_model", build)
     monkeypatch.setattr(bench, "time_levels", lambda *a, **k: pytest.fail("timed before refusing"))
-    with pytest.raises(ValueError, match="sig1d takes 3-D input"):
-        bench.bench_latency(["sig1d"], [2], repeats=1, warmup=0, channels_last=True)
+    with pytest.raises(ValueError, match="sig1d takes 3-D input"):  # before timing the valid model first
+        bench.bench_latency(["resnet8", "sig1d"], [2], repeats=1, warmup=0, channels_last=True)
 
 
 def test_a_channels_last_output_that_differs_fails_loudly_before_timing(monkeypatch):

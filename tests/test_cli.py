@@ -133,7 +133,8 @@ def test_bench_latency_channels_last_refuses_an_input_without_that_layout(monkey
         return model
 
     monkeypatch.setattr(tnn.cli, "create_model", one_d)
-    monkeypatch.setattr(tnn.bench, "bench_latency", lambda *a, **k: pytest.fail("ran before refusing"))
+    monkeypatch.setattr(tnn.bench, "create_model", one_d)
+    monkeypatch.setattr(tnn.bench, "time_levels", lambda *a, **k: pytest.fail("timed before refusing"))
     assert main(["bench", "latency", "--models", "sig1d", "--channels-last"]) == 2
     err = capsys.readouterr().err
     assert "sig1d takes 3-D input" in err and "drop --channels-last for sig1d" in err and "Traceback" not in err

@@ -199,12 +199,13 @@ def bench_latency(
     before = torch.get_num_threads()
     blocks = min(repeats, 5) if len(counts) > 1 else 1
     rows: list[LevelTiming] = []
+    kwargs = {} if in_channels is None else {"in_channels": in_channels}
+    built = {name: create_model(name, **kwargs).to(device).eval() for name in models}
+    if channels_last:  # refuse an input without a channels-last format before timing anything
+        for name, model in built.items():
+            channels_last_format(1 + len(model.input_shape), name)
     try:
-        for name in models:
-            kwargs = {} if in_channels is None else {"in_channels": in_channels}
-            model = create_model(name, **kwargs).to(device).eval()
-            if channels_last:
-                channels_last_format(1 + len(model.input_shape), name)  # refuse before timing anything
+        for name, model in built.items():
             for bs in batch_sizes:
                 x = torch.rand(bs, *model.input_shape, device=device)
                 if channels_last:
@@ -222,6 +223,7 @@ def bench_latency(
                 first: dict[float, float] = {}
                 for t in counts:
                     full = statistics.median(times[t][(1.0, "sliced")])
+                    cl_full = statistics.median(times[t][(1.0, "channels_last")]) if channels_last else 0.0
                     for u in model.levels:
                         ts = times[t][(u, "sliced")]
                         med = statistics.median(ts)
@@ -237,7 +239,6 @@ def bench_latency(
                             cl = times[t][(u, "channels_last")]
                             row.channels_last_median_ms = statistics.median(cl)
                             row.channels_last_p10_ms, row.channels_last_p90_ms = _quantile(cl, 0.1), _quantile(cl, 0.9)
-                            cl_full = statistics.median(times[t][(1.0, "channels_last")])
                             row.channels_last_ratio = row.channels_last_median_ms / cl_full
                             row.channels_last_speedup = med / row.channels_last_median_ms
                         rows.append(row)

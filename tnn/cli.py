@@ -83,12 +83,10 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from tnn.bench import bench_latency, channels_last_format, format_table, rows_to_json
+    from tnn.bench import bench_latency, format_table, rows_to_json
 
     for name in args.models:
-        model = create_model(name)  # fail early, with the list of known names
-        if args.channels_last:  # and before timing anything, on an input with no channels-last format
-            channels_last_format(1 + len(model.input_shape), name)
+        create_model(name)  # fail early, with the list of known names
     if min(args.batch_sizes) < 1:
         raise ValueError(f"--batch-sizes must be positive, got {args.batch_sizes}")
     threads = args.threads or []
