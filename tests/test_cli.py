@@ -239,6 +239,39 @@ def test_report_pairs_tnn_levels_with_standalone_networks_of_equal_cost(tmp_path
     assert baseline_comparison([paths["t"], paths["other"]]) == ""  # nothing to pair: no section
 
 
+def test_report_shows_the_spread_of_networks_that_differ_only_in_their_seed(tmp_path):
+    from tnn.report import accuracy_table, seed_spread
+
+    model = tnn.create_model("resnet8", num_levels=2, num_classes=10, in_channels=1, input_size=28)
+    recipe = {"arch": "resnet8", "epochs": 10, "lr": 0.1, "random_levels": 1}
+    paths = {}
+    for name, config, acc in [
+        ("a", {**recipe, "seed": 0, "threads": 2}, {"0.5": 70.0, "1": 90.0}),
+        ("b", {**recipe, "seed": 1, "threads": 0}, {"0.5": 72.5, "1": 89.0}),  # threads: not part of the recipe
+        ("c", {**recipe, "seed": 2, "threads": 2}, {"0.5": 71.0, "1": 91.0}),
+        ("lr", {**recipe, "seed": 1, "lr": 0.05}, {"0.5": 60.0, "1": 80.0}),  # another recipe: alone in its group
+        ("none", None, {"0.5": 10.0, "1": 20.0}),  # no recorded config: left out
+    ]:
+        paths[name] = tmp_path / name / "model.pt"
+        paths[name].parent.mkdir()
+        made = {"epochs": 10, "device": "cpu"} | ({"config": config} if config else {})
+        tnn.save_checkpoint(model, paths[name], dataset="fashion_mnist", variant="tnn", accuracy=acc, made=made)
+    table = seed_spread(list(paths.values()))
+    lines = table.splitlines()
+    assert lines[0] == "`a`, `b`, `c`: one recipe, 3 seeds. Test accuracy (%):"
+    assert lines[2:] == [
+        "| checkpoint | seed | u=0.5 | u=1 |",
+        "|---|---:|---:|---:|",
+        "| `a` | 0 | 70.00 | 90.00 |",
+        "| `b` | 1 | 72.50 | 89.00 |",
+        "| `c` | 2 | 71.00 | 91.00 |",
+        "| mean | | 71.17 | 90.00 |",
+        "| range (max − min) | | 2.50 | 2.00 |",
+    ]
+    assert table in accuracy_table(list(paths.values()))
+    assert seed_spread([paths["a"], paths["lr"], paths["none"]]) == ""  # no recipe with two seeds: no section
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [

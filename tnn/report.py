@@ -10,7 +10,7 @@ from pathlib import Path
 
 from tnn.checkpoint import CheckpointError, read_checkpoint
 
-__all__ = ["accuracy_table", "baseline_comparison", "time_to_accuracy_table"]
+__all__ = ["accuracy_table", "baseline_comparison", "seed_spread", "time_to_accuracy_table"]
 
 
 def accuracy_table(paths: Sequence[str | os.PathLike]) -> str:
@@ -37,6 +37,9 @@ def accuracy_table(paths: Sequence[str | os.PathLike]) -> str:
     comparison = baseline_comparison([p for p, _ in cards], cards=[card for _, card in cards])
     if comparison:
         lines += ["", comparison]
+    spread = seed_spread([p for p, _ in cards], cards=[card for _, card in cards])
+    if spread:
+        lines += ["", spread]
     return "\n".join(lines)
 
 
@@ -97,6 +100,51 @@ def baseline_comparison(
         "|---|---:|---|---:|---:|---:|",
     ]
     return "\n".join(head + rows)
+
+
+# Config keys that change how a run executes, not what it trains.
+_NOT_RECIPE = frozenset({"seed", "threads", "data_root", "eval_batch_size", "device"})
+
+
+def seed_spread(paths: Sequence[str | os.PathLike], *, cards: Sequence[dict] | None = None) -> str:
+    """Networks trained by one recipe (the same ``tnn pretrain`` config, on the same kind of device)
+    with different seeds: one table per recipe with each seed's test accuracy per level, their mean and
+    their range (max − min), the run-to-run noise under every other comparison of those networks.
+    Checkpoints whose card records no config are left out; empty when no recipe has two seeds."""
+    if cards is None:
+        cards = [_card(p) for p in paths]
+    groups: dict[str, list[tuple[str, int, dict[float, float]]]] = {}
+    for path, card in zip(paths, cards, strict=True):
+        made = card.get("made", {})
+        config = made.get("config") if isinstance(made, dict) else None
+        if not isinstance(config, dict) or not isinstance(config.get("seed"), int):
+            continue
+        recipe = {k: v for k, v in config.items() if k not in _NOT_RECIPE}
+        key = json.dumps([card["arch"], card.get("variant"), made.get("device"), recipe], sort_keys=True)
+        acc = {float(u): float(a) for u, a in card.get("accuracy", {}).items()}
+        groups.setdefault(key, []).append((_name(Path(path)), config["seed"], acc))
+    tables = []
+    for members in groups.values():
+        if len({seed for _, seed, _ in members}) < 2:
+            continue
+        members.sort(key=lambda m: (m[1], m[0]))
+        levels = sorted(set.intersection(*(set(acc) for _, _, acc in members)))
+        if not levels:
+            continue
+        names = ", ".join(f"`{name}`" for name, _, _ in members)
+        lines = [
+            f"{names}: one recipe, {len(members)} seeds. Test accuracy (%):",
+            "",
+            "| checkpoint | seed | " + " | ".join(f"u={u:g}" for u in levels) + " |",
+            "|---|---:|" + "---:|" * len(levels),
+        ]
+        for name, seed, acc in members:
+            lines.append(f"| `{name}` | {seed} | " + " | ".join(f"{acc[u]:.2f}" for u in levels) + " |")
+        columns = [[acc[u] for _, _, acc in members] for u in levels]
+        lines.append("| mean | | " + " | ".join(f"{statistics.fmean(c):.2f}" for c in columns) + " |")
+        lines.append("| range (max − min) | | " + " | ".join(f"{max(c) - min(c):.2f}" for c in columns) + " |")
+        tables.append("\n".join(lines))
+    return "\n\n".join(tables)
 
 
 def _peers(card: dict) -> tuple:
