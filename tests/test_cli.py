@@ -243,13 +243,15 @@ def test_report_shows_the_spread_of_networks_that_differ_only_in_their_seed(tmp_
     from tnn.report import accuracy_table, seed_spread
 
     model = tnn.create_model("resnet8", num_levels=2, num_classes=10, in_channels=1, input_size=28)
-    recipe = {"arch": "resnet8", "epochs": 10, "lr": 0.1, "random_levels": 1}
+    recipe = {"arch": "resnet8", "epochs": 10, "lr": 0.1, "random_levels": 1, "val_recalibration": 5}
     paths = {}
     for name, config, acc in [
         ("a", {**recipe, "seed": 0, "threads": 2}, {"0.5": 70.0, "1": 90.0}),
         ("b", {**recipe, "seed": 1, "threads": 0}, {"0.5": 72.5, "1": 89.0}),  # threads: not part of the recipe
-        ("c", {**recipe, "seed": 2, "threads": 2}, {"0.5": 71.0, "1": 91.0}),
+        ("c", {**recipe, "seed": 2, "threads": 2, "label_smoothing": 0.0}, {"0.5": 71.0, "1": 91.0}),  # the default,
+        # which a run saved before the field existed trained with
         ("lr", {**recipe, "seed": 1, "lr": 0.05}, {"0.5": 60.0, "1": 80.0}),  # another recipe: alone in its group
+        ("ls", {**recipe, "seed": 3, "label_smoothing": 0.1}, {"0.5": 61.0, "1": 81.0}),  # another recipe too
         ("none", None, {"0.5": 10.0, "1": 20.0}),  # no recorded config: left out
     ]:
         paths[name] = tmp_path / name / "model.pt"

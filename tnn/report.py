@@ -6,6 +6,7 @@ import json
 import os
 import statistics
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 
 from tnn.checkpoint import CheckpointError, read_checkpoint
@@ -102,8 +103,8 @@ def baseline_comparison(
     return "\n".join(head + rows)
 
 
-# Config keys that change how a run executes, not what it trains.
-_NOT_RECIPE = frozenset({"seed", "threads", "data_root", "eval_batch_size", "device"})
+# Config keys that change how a run executes or what it logs on the way, not the network it trains.
+_NOT_RECIPE = frozenset({"seed", "threads", "data_root", "eval_batch_size", "device", "compile", "val_recalibration"})
 
 
 def seed_spread(paths: Sequence[str | os.PathLike], *, cards: Sequence[dict] | None = None) -> str:
@@ -119,7 +120,8 @@ def seed_spread(paths: Sequence[str | os.PathLike], *, cards: Sequence[dict] | N
         config = made.get("config") if isinstance(made, dict) else None
         if not isinstance(config, dict) or not isinstance(config.get("seed"), int):
             continue
-        recipe = {k: v for k, v in config.items() if k not in _NOT_RECIPE}
+        # a run saved before a config field existed trained with its default (as `tnn pretrain --resume` reads it)
+        recipe = {k: v for k, v in ({**_config_defaults(), **config}).items() if k not in _NOT_RECIPE}
         key = json.dumps([card["arch"], card.get("variant"), made.get("device"), recipe], sort_keys=True)
         acc = {float(u): float(a) for u, a in card.get("accuracy", {}).items()}
         groups.setdefault(key, []).append((_name(Path(path)), config["seed"], acc))
@@ -145,6 +147,12 @@ def seed_spread(paths: Sequence[str | os.PathLike], *, cards: Sequence[dict] | N
         lines.append("| range (max − min) | | " + " | ".join(f"{max(c) - min(c):.2f}" for c in columns) + " |")
         tables.append("\n".join(lines))
     return "\n\n".join(tables)
+
+
+def _config_defaults() -> dict:
+    from tnn.train import PretrainConfig
+
+    return asdict(PretrainConfig())
 
 
 def _peers(card: dict) -> tuple:
