@@ -6,10 +6,10 @@ import json
 import os
 import statistics
 from collections.abc import Sequence
-from dataclasses import asdict
 from pathlib import Path
 
 from tnn.checkpoint import CheckpointError, read_checkpoint
+from tnn.train import RUNTIME_FIELDS, _with_new_defaults
 
 __all__ = ["accuracy_table", "baseline_comparison", "seed_spread", "time_to_accuracy_table"]
 
@@ -103,8 +103,8 @@ def baseline_comparison(
     return "\n".join(head + rows)
 
 
-# Config keys that change how a run executes or what it logs on the way, not the network it trains.
-_NOT_RECIPE = frozenset({"seed", "threads", "data_root", "eval_batch_size", "device", "compile", "val_recalibration"})
+# Config keys that change how or where a run executes, or what it logs on the way, not the network it trains.
+_NOT_RECIPE = frozenset({*RUNTIME_FIELDS, "seed", "device", "val_recalibration"})
 
 
 def seed_spread(paths: Sequence[str | os.PathLike], *, cards: Sequence[dict] | None = None) -> str:
@@ -121,13 +121,14 @@ def seed_spread(paths: Sequence[str | os.PathLike], *, cards: Sequence[dict] | N
         if not isinstance(config, dict) or not isinstance(config.get("seed"), int):
             continue
         # a run saved before a config field existed trained with its default (as `tnn pretrain --resume` reads it)
-        recipe = {k: v for k, v in ({**_config_defaults(), **config}).items() if k not in _NOT_RECIPE}
+        recipe = {k: v for k, v in _with_new_defaults(config).items() if k not in _NOT_RECIPE}
         key = json.dumps([card["arch"], card.get("variant"), made.get("device"), recipe], sort_keys=True)
         acc = {float(u): float(a) for u, a in card.get("accuracy", {}).items()}
         groups.setdefault(key, []).append((_name(Path(path)), config["seed"], acc))
     tables = []
     for members in groups.values():
-        if len({seed for _, seed, _ in members}) < 2:
+        seeds = {seed for _, seed, _ in members}
+        if len(seeds) < 2:
             continue
         members.sort(key=lambda m: (m[1], m[0]))
         levels = sorted(set.intersection(*(set(acc) for _, _, acc in members)))
@@ -135,7 +136,7 @@ def seed_spread(paths: Sequence[str | os.PathLike], *, cards: Sequence[dict] | N
             continue
         names = ", ".join(f"`{name}`" for name, _, _ in members)
         lines = [
-            f"{names}: one recipe, {len(members)} seeds. Test accuracy (%):",
+            f"{names}: one recipe, {len(seeds)} seeds. Test accuracy (%):",
             "",
             "| checkpoint | seed | " + " | ".join(f"u={u:g}" for u in levels) + " |",
             "|---|---:|" + "---:|" * len(levels),
@@ -147,12 +148,6 @@ def seed_spread(paths: Sequence[str | os.PathLike], *, cards: Sequence[dict] | N
         lines.append("| range (max − min) | | " + " | ".join(f"{max(c) - min(c):.2f}" for c in columns) + " |")
         tables.append("\n".join(lines))
     return "\n\n".join(tables)
-
-
-def _config_defaults() -> dict:
-    from tnn.train import PretrainConfig
-
-    return asdict(PretrainConfig())
 
 
 def _peers(card: dict) -> tuple:
