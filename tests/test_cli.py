@@ -239,6 +239,37 @@ def test_report_pairs_tnn_levels_with_standalone_networks_of_equal_cost(tmp_path
     assert baseline_comparison([paths["t"], paths["other"]]) == ""  # nothing to pair: no section
 
 
+def test_report_compares_recipes_by_their_mean_over_seeds(tmp_path):
+    from tnn.report import baseline_comparison
+
+    kw = {"num_classes": 10, "in_channels": 1, "input_size": 28}
+    tnn_model = tnn.create_model("resnet8", **kw)
+    half = tnn.create_model("resnet8", levels=[1.0], widths=[8, 16, 32], **kw)
+    twin = tnn.create_model("resnet8", levels=[1.0], **kw)
+    recipe = {"arch": "resnet8", "epochs": 10, "lr": 0.1}
+    paths = {}
+    for name, model, variant, seed, acc in [
+        ("t0", tnn_model, "tnn", 0, {"0.5": 70.0, "1": 90.0}),
+        ("t1", tnn_model, "tnn", 1, {"0.5": 72.0, "1": 89.0}),
+        ("h0", half, "vanilla", 0, {"1": 73.0}),
+        ("h1", half, "vanilla", 1, {"1": 74.0}),
+        ("twin", twin, "vanilla", 0, {"1": 91.0}),  # one seed, but the TNN recipe has two: compared by recipe too
+    ]:
+        paths[name] = tmp_path / name / "model.pt"
+        paths[name].parent.mkdir()
+        variant_recipe = {**recipe, "variant": variant, "widths": [8, 16, 32] if name[0] == "h" else None}
+        made = {"epochs": 10, "device": "cpu", "config": {**variant_recipe, "seed": seed}}
+        tnn.save_checkpoint(model, paths[name], dataset="fashion_mnist", variant=variant, accuracy=acc, made=made)
+    pairs, means = baseline_comparison(list(paths.values())).split("The same pairings by recipe")
+    assert len([line for line in pairs.splitlines() if line.startswith("| `t")]) == 6  # 2 TNNs × (2 halves + twin)
+    means = means.splitlines()
+    assert len([line for line in means if line.startswith("| `t")]) == 2
+    assert "| `t0`, `t1` at u=0.5 | 2 | 71.00 | `h0`, `h1` | 2 | 73.50 | -2.50 | -4.00 … -1.00 |" in means
+    assert "| `t0`, `t1` at u=1 | 2 | 89.50 | `twin` | 1 | 91.00 | -1.50 | -2.00 … -1.00 |" in means
+    # one seed on both sides: the single pair says it all, so no recipe table
+    assert "The same pairings by recipe" not in baseline_comparison([paths["t0"], paths["h0"]])
+
+
 def test_report_shows_the_spread_of_networks_that_differ_only_in_their_seed(tmp_path):
     from tnn.report import accuracy_table, seed_spread
 

@@ -7,6 +7,7 @@ import os
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from tnn.checkpoint import CheckpointError, read_checkpoint
 from tnn.train import RUNTIME_FIELDS, _with_new_defaults
@@ -71,12 +72,15 @@ def baseline_comparison(
     of the same architecture, data set and training length that cost the same: a standalone network is
     paired with the TNN level whose FLOPs per input are within ``rel_tol`` of its own. Networks trained
     for different numbers of epochs are not compared (a longer schedule alone moves accuracy by points).
-    Empty when no pair exists."""
+    Where either side of a pairing was trained by one recipe with several seeds (see ``seed_spread``), a
+    second table compares the recipes: the gap between their mean accuracies over seeds, and the smallest
+    and largest gap of the single pairs under it. Empty when no pair exists."""
     if cards is None:
         cards = [_card(p) for p in paths]
     named = sorted(zip([_name(Path(p)) for p in paths], cards, strict=True), key=lambda nc: nc[0])
     tnns = [(n, c) for n, c in named if c.get("variant") == "tnn"]
     rows = []
+    recipes: dict[tuple, dict[str, Any]] = {}  # (TNN recipe, level, standalone recipe) -> the pairs under it
     for name, card in named:
         if card.get("variant") == "tnn" or "1" not in card.get("accuracy", {}):
             continue
@@ -91,6 +95,12 @@ def baseline_comparison(
                         f"| `{tname}` at u={float(u):g} | {mine:.2f} | `{name}` ({card.get('variant', '?')}) | "
                         f"{theirs:.2f} | {tflops / 1e6:.1f} / {flops / 1e6:.1f} | {mine - theirs:+.2f} |"
                     )
+                    tkey, skey = _recipe_key(tcard), _recipe_key(card)
+                    if tkey is not None and skey is not None:
+                        group = recipes.setdefault((tkey, float(u), skey), {"tnn": {}, "standalone": {}, "gaps": []})
+                        group["tnn"][tname] = mine
+                        group["standalone"][name] = theirs
+                        group["gaps"].append(mine - theirs)
     if not rows:
         return ""
     head = [
@@ -100,11 +110,45 @@ def baseline_comparison(
         "| TNN level | test % | standalone network | test % | MFLOPs (TNN / standalone) | TNN − standalone (pt) |",
         "|---|---:|---|---:|---:|---:|",
     ]
+    means = []
+    for (_, u, _), group in sorted(recipes.items(), key=lambda kv: (sorted(kv[1]["tnn"]), kv[0][1])):
+        if len(group["tnn"]) < 2 and len(group["standalone"]) < 2:
+            continue
+        tmean, smean = statistics.fmean(group["tnn"].values()), statistics.fmean(group["standalone"].values())
+        tnames = ", ".join(f"`{n}`" for n in sorted(group["tnn"]))
+        snames = ", ".join(f"`{n}`" for n in sorted(group["standalone"]))
+        means.append(
+            f"| {tnames} at u={u:g} | {len(group['tnn'])} | {tmean:.2f} | {snames} | {len(group['standalone'])} | "
+            f"{smean:.2f} | {tmean - smean:+.2f} | {min(group['gaps']):+.2f} … {max(group['gaps']):+.2f} |"
+        )
+    if means:
+        head_means = [
+            "",
+            "The same pairings by recipe, where a recipe was trained with several seeds (the seed tables below): "
+            "mean test accuracy over each recipe's seeds, and the gap between the means beside the range of the "
+            "single pairs' gaps:",
+            "",
+            "| TNN recipe | seeds | mean % | standalone recipe | seeds | mean % | gap of means (pt) | pair gaps (pt) |",
+            "|---|---:|---:|---|---:|---:|---:|---|",
+        ]
+        rows += head_means + means
     return "\n".join(head + rows)
 
 
 # Config keys that change how or where a run executes, or what it logs on the way, not the network it trains.
 _NOT_RECIPE = frozenset({*RUNTIME_FIELDS, "seed", "device", "val_recalibration"})
+
+
+def _recipe_key(card: dict) -> str | None:
+    """What a network shares with the other seeds of its recipe: architecture, variant, kind of device and the
+    ``tnn pretrain`` config apart from the seed and how the run executed; None when the card records no config."""
+    made = card.get("made", {})
+    config = made.get("config") if isinstance(made, dict) else None
+    if not isinstance(config, dict) or not isinstance(config.get("seed"), int):
+        return None
+    # a run saved before a config field existed trained with its default (as `tnn pretrain --resume` reads it)
+    recipe = {k: v for k, v in _with_new_defaults(config).items() if k not in _NOT_RECIPE}
+    return json.dumps([card["arch"], card.get("variant"), made.get("device"), recipe], sort_keys=True)
 
 
 def seed_spread(paths: Sequence[str | os.PathLike], *, cards: Sequence[dict] | None = None) -> str:
@@ -116,15 +160,11 @@ def seed_spread(paths: Sequence[str | os.PathLike], *, cards: Sequence[dict] | N
         cards = [_card(p) for p in paths]
     groups: dict[str, list[tuple[str, int, dict[float, float]]]] = {}
     for path, card in zip(paths, cards, strict=True):
-        made = card.get("made", {})
-        config = made.get("config") if isinstance(made, dict) else None
-        if not isinstance(config, dict) or not isinstance(config.get("seed"), int):
+        key = _recipe_key(card)
+        if key is None:
             continue
-        # a run saved before a config field existed trained with its default (as `tnn pretrain --resume` reads it)
-        recipe = {k: v for k, v in _with_new_defaults(config).items() if k not in _NOT_RECIPE}
-        key = json.dumps([card["arch"], card.get("variant"), made.get("device"), recipe], sort_keys=True)
         acc = {float(u): float(a) for u, a in card.get("accuracy", {}).items()}
-        groups.setdefault(key, []).append((_name(Path(path)), config["seed"], acc))
+        groups.setdefault(key, []).append((_name(Path(path)), card["made"]["config"]["seed"], acc))
     tables = []
     for members in groups.values():
         seeds = {seed for _, seed, _ in members}
