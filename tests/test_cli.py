@@ -1,6 +1,7 @@
 """The tnn command, in process and as a subprocess."""
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -268,6 +269,13 @@ def test_report_compares_recipes_by_their_mean_over_seeds(tmp_path):
     assert "| `t0`, `t1` at u=1 | 2 | 89.50 | `twin` | 1 | 91.00 | -1.50 | -2.00 … -1.00 |" in means
     # one seed on both sides: the single pair says it all, so no recipe table
     assert "The same pairings by recipe" not in baseline_comparison([paths["t0"], paths["h0"]])
+    # a second checkpoint of the same seed is not a second seed: it neither makes a recipe table nor counts as one
+    paths["h0copy"] = tmp_path / "h0copy" / "model.pt"
+    paths["h0copy"].parent.mkdir()
+    shutil.copy(paths["h0"], paths["h0copy"])
+    assert "The same pairings by recipe" not in baseline_comparison([paths["t0"], paths["h0"], paths["h0copy"]])
+    means = baseline_comparison([paths[n] for n in ("t0", "t1", "h0", "h0copy")]).splitlines()
+    assert "| `t0`, `t1` at u=0.5 | 2 | 71.00 | `h0`, `h0copy` | 1 | 73.00 | -2.00 | -3.00 … -1.00 |" in means
 
 
 def test_report_shows_the_spread_of_networks_that_differ_only_in_their_seed(tmp_path):

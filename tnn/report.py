@@ -79,6 +79,7 @@ def baseline_comparison(
         cards = [_card(p) for p in paths]
     named = sorted(zip([_name(Path(p)) for p in paths], cards, strict=True), key=lambda nc: nc[0])
     tnns = [(n, c) for n, c in named if c.get("variant") == "tnn"]
+    keys = {n: _recipe_key(c) for n, c in named}
     rows = []
     recipes: dict[tuple, dict[str, Any]] = {}  # (TNN recipe, level, standalone recipe) -> the pairs under it
     for name, card in named:
@@ -95,11 +96,11 @@ def baseline_comparison(
                         f"| `{tname}` at u={float(u):g} | {mine:.2f} | `{name}` ({card.get('variant', '?')}) | "
                         f"{theirs:.2f} | {tflops / 1e6:.1f} / {flops / 1e6:.1f} | {mine - theirs:+.2f} |"
                     )
-                    tkey, skey = _recipe_key(tcard), _recipe_key(card)
+                    tkey, skey = keys[tname], keys[name]
                     if tkey is not None and skey is not None:
                         group = recipes.setdefault((tkey, float(u), skey), {"tnn": {}, "standalone": {}, "gaps": []})
-                        group["tnn"][tname] = mine
-                        group["standalone"][name] = theirs
+                        group["tnn"][tname] = (mine, tcard["made"]["config"]["seed"])
+                        group["standalone"][name] = (theirs, card["made"]["config"]["seed"])
                         group["gaps"].append(mine - theirs)
     if not rows:
         return ""
@@ -112,13 +113,16 @@ def baseline_comparison(
     ]
     means = []
     for (_, u, _), group in sorted(recipes.items(), key=lambda kv: (sorted(kv[1]["tnn"]), kv[0][1])):
-        if len(group["tnn"]) < 2 and len(group["standalone"]) < 2:
+        tseeds = len({seed for _, seed in group["tnn"].values()})  # distinct seeds, as the seed tables count them
+        sseeds = len({seed for _, seed in group["standalone"].values()})
+        if tseeds < 2 and sseeds < 2:
             continue
-        tmean, smean = statistics.fmean(group["tnn"].values()), statistics.fmean(group["standalone"].values())
+        tmean = statistics.fmean(a for a, _ in group["tnn"].values())
+        smean = statistics.fmean(a for a, _ in group["standalone"].values())
         tnames = ", ".join(f"`{n}`" for n in sorted(group["tnn"]))
         snames = ", ".join(f"`{n}`" for n in sorted(group["standalone"]))
         means.append(
-            f"| {tnames} at u={u:g} | {len(group['tnn'])} | {tmean:.2f} | {snames} | {len(group['standalone'])} | "
+            f"| {tnames} at u={u:g} | {tseeds} | {tmean:.2f} | {snames} | {sseeds} | "
             f"{smean:.2f} | {tmean - smean:+.2f} | {min(group['gaps']):+.2f} … {max(group['gaps']):+.2f} |"
         )
     if means:
