@@ -196,6 +196,9 @@ def test_bench_train_reports_throughput(capsys):
     for variant, levels in (("tnn", 4), ("vanilla", 1)):  # fp32 and bf16 side by side on CPU
         assert f"| resnet8 | {variant} | fp32 | 8 | {levels} |" in out
         assert f"| resnet8 | {variant} | bf16 | 8 | {levels} |" in out
+    from tnn.runtime import cpu_bf16_native
+
+    assert f"oneDNN bf16 kernels: {'yes' if cpu_bf16_native() else 'no'}" in out  # says which CPU case it timed
 
 
 @pytest.mark.slow

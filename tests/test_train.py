@@ -187,6 +187,23 @@ def test_cpu_bf16_learns_and_is_deterministic(tmp_path, monkeypatch):
         torch.testing.assert_close(x, y, rtol=0, atol=0, msg=name)
 
 
+def test_cpu_bf16_warns_where_the_cpu_has_no_fast_bf16(tmp_path, monkeypatch):
+    """On an AVX2-only CPU bf16 autocast runs on fallback kernels (0.11x float32 measured): say so."""
+    import tnn.runtime
+
+    assert isinstance(tnn.runtime.cpu_bf16_native(), bool)
+    root = write_learnable_fmnist(tmp_path / "fm", n_train=64, n_test=20)
+    for native, bf16, warned in ((False, True, True), (True, True, False), (False, False, False)):
+        monkeypatch.setattr(tnn.runtime, "cpu_bf16_native", lambda native=native: native)
+        messages: list[str] = []
+        cfg = small_config(root, epochs=1, cpu_bf16=bf16)
+        pretrain(cfg, tmp_path / f"run-{native}-{bf16}", log=messages.append)
+        hits = [m for m in messages if "--cpu-bf16" in m]
+        assert bool(hits) == warned, (native, bf16, messages)
+        if warned:
+            assert "no fast bfloat16 kernels" in hits[0] and "float32" in hits[0]
+
+
 def test_vanilla_variant_trains_only_full_width(tmp_path):
     root = write_learnable_fmnist(tmp_path / "fm", n_train=200, n_test=40)
     result = pretrain(small_config(root, epochs=1, variant="vanilla"), tmp_path / "v", log=quiet)

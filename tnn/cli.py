@@ -17,7 +17,7 @@ import torch
 
 from tnn.checkpoint import CheckpointError, atomic_write, read_checkpoint
 from tnn.models import ThrottleNet, create_model, list_models
-from tnn.runtime import resolve_device, set_threads
+from tnn.runtime import cpu_bf16_native, resolve_device, set_threads
 
 __all__ = ["main"]
 
@@ -264,6 +264,12 @@ def _cmd_bench_train(args: argparse.Namespace) -> int:
     print(
         f"training throughput on {args.device}, torch {torch.__version__}; tnn = full + lowest + 2 more levels per step"
     )
+    if resolve_device(args.device).type == "cpu" and "bf16" in {r.precision for r in rows}:
+        native = cpu_bf16_native()
+        print(
+            f"CPU dispatch {torch.backends.cpu.get_cpu_capability()}; oneDNN bf16 kernels: "
+            + ("yes" if native else "no (bf16 runs on fallback kernels)")
+        )
     fp32 = {(r.model, r.variant): r.images_per_s for r in rows if r.precision == "fp32" and not r.compiled}
     eager = {(r.model, r.variant, r.precision): r.images_per_s for r in rows if not r.compiled}
     head = "| model | variant | precision | batch | levels/step | images/s | ms/step | × fp32 |"

@@ -42,7 +42,7 @@ from tnn.checkpoint import (
     save_checkpoint,
 )
 from tnn.models import ThrottleNet, create_model
-from tnn.runtime import resolve_device, set_threads
+from tnn.runtime import cpu_bf16_warning, resolve_device, set_threads
 
 __all__ = ["PretrainConfig", "PretrainResult", "Sandwich", "evaluate", "evaluate_checkpoint", "pretrain"]
 
@@ -88,7 +88,8 @@ class PretrainConfig:
     each level pays the compilation"""
     cpu_bf16: bool = False
     """bf16 autocast and channels-last on CPU too: faster on CPUs with AVX-512 BF16 or AMX (resnet20 on
-    2 AMD EPYC cores: 1.4x the sandwich step's images/s, `tnn bench train`); off by default: float32"""
+    2 AMD EPYC cores: 1.4x the sandwich step's images/s, `tnn bench train`), much slower on AVX2-only
+    CPUs (0.11x there; the run warns); off by default: float32"""
     data_root: str | None = None
     half: bool = True
     """store the final checkpoint in float16 (smaller; evaluation is done on what is stored)"""
@@ -472,6 +473,8 @@ def pretrain(
         )
     use_amp = cfg.amp if device.type == "cuda" else cfg.cpu_bf16
     levels = model.levels
+    if device.type == "cpu" and cfg.cpu_bf16 and rank == 0 and (warning := cpu_bf16_warning()):
+        log(warning)
 
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
