@@ -196,6 +196,7 @@ def test_from_flops_is_labelled_a_model_and_follows_flops(tiny):
 
 def test_cpu_profile_of_a_tiny_model_has_the_right_structure(measured, tiny):
     assert measured.model == "resnet8" and measured.device["kind"] == "cpu" and measured.batch_size == 2
+    assert measured.device["name"].endswith(f", {torch.backends.cpu.get_cpu_capability()}")  # AVX2 vs AVX512 kernels
     assert measured.levels_u == tiny.levels and measured.input_shape == (3, 32, 32)
     assert measured.threads == torch.get_num_threads() and measured.repeats == 3
     flops = [lv.flops for lv in measured.levels]

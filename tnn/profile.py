@@ -701,15 +701,20 @@ def _now() -> str:
 
 
 def _device_name(dev: torch.device) -> str:
+    """The GPU's name; a CPU's model name and the instruction set torch dispatches to there (its
+    kernels, and so the latency ratios between levels, differ between AVX2 and AVX-512 machines
+    that report the same model name)."""
     if dev.type == "cuda":
         return torch.cuda.get_device_name(dev)
+    name = platform.processor() or platform.machine() or "unknown CPU"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+                name = line.split(":", 1)[1].strip()
+                break
     except OSError:
         pass
-    return platform.processor() or platform.machine() or "unknown CPU"
+    return f"{name}, {torch.backends.cpu.get_cpu_capability()}"
 
 
 def _runners(model: ThrottleNet, x: torch.Tensor, cuda_graphs: bool) -> dict[float, Callable[[], object]]:
