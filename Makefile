@@ -62,6 +62,7 @@ profiles: install
 	$(VENV)/bin/tnn profile results/models/cifar10-vgg16-tnn/model.pt --device cpu --batch-size 64 --repeats 60 --out results/profiles/cifar10-vgg16-cpu-b64.json
 	$(VENV)/bin/tnn profile results/models/cifar10-resnext29_8x4d-tnn/model.pt --device cpu --batch-size 64 --repeats 60 --out results/profiles/cifar10-resnext29_8x4d-cpu-b64.json
 	$(VENV)/bin/tnn profile results/models/cifar10-densenet_bc_52-tnn/model.pt --device cpu --batch-size 64 --repeats 60 --out results/profiles/cifar10-densenet_bc_52-cpu-b64.json
+	$(VENV)/bin/tnn profile results/models/cifar10-resnet20-tnn-l4/model.pt --device cpu --batch-size 64 --repeats 60 --out results/profiles/cifar10-resnet20-l4-cpu-b64.json
 	$(VENV)/bin/tnn profile-plot results/profiles/*.json --out results/figures
 
 clean:
