@@ -15,7 +15,9 @@ with where that energy came from:
 
 Format (``version`` 1; readers refuse newer versions): a JSON object with ``model``,
 ``input_shape``, ``num_classes``, ``in_channels``, ``batch_size``, ``device`` {``kind``: cpu | cuda,
-``name``}, the torch version, the date, and ``levels``: one entry per level with ``u``, ``flops``,
+``name``: the GPU's name, or the CPU's model name and the instruction set torch dispatched to, e.g.
+``AMD EPYC, AVX2``; profiles made before 2026-11-28 lack the latter}, the torch version, the date,
+and ``levels``: one entry per level with ``u``, ``flops``,
 ``params``, ``latency_ms`` {median, p10, p90} of one forward call at that batch size, ``energy_mj``
 {median, p10, p90, ``source``} per input including the idle share, and ``energy_dynamic_mj``, the
 same above idle (:meth:`CostProfile.to_dict` writes it). Optional fields record how it was
