@@ -8,22 +8,30 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 __all__ = ["add_cli"]
 
 
-def _json_arg(text: str) -> dict[str, Any]:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise argparse.ArgumentTypeError(
-            f'not JSON ({err.msg}): {text!r}; e.g. \'{{"cost_metric": "latency"}}\''
-        ) from None
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r}")
-    return value
+def _json_object(example: str) -> Callable[[str], dict[str, Any]]:
+    """An argparse type: a JSON object; a bad one is refused with ``example`` of a good one for this flag."""
+
+    def parse(text: str) -> dict[str, Any]:
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise argparse.ArgumentTypeError(f"not JSON ({err.msg}): {text!r}; e.g. '{example}'") from None
+        if not isinstance(value, dict):
+            raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r}; e.g. '{example}'")
+        return value
+
+    return parse
+
+
+_json_arg = _json_object('{"cost_metric": "latency"}')  # --env-kwargs
+_hyperparams_arg = _json_object('{"gamma": 0.9, "policy_kwargs": {"net_arch": [64, 64]}}')
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -99,6 +107,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
             kwargs = pinned_lam_kwargs(kwargs, args.lam, [low, high])
             policy.setting = f"λ={args.lam:g}"
+        from agents.evaluate import check_same_network
+
+        check_same_network(spec["kwargs"], kwargs, run=target)  # before the env builds its tables
         out = args.out or target / "evaluation.json"
     else:
         from agents.baselines import eval_kwargs_for
@@ -247,7 +258,9 @@ def add_cli(sub: Any) -> None:
     )
     p.add_argument("--lam", type=float, default=None, help="trade-off weight λ of the linear reward")
     p.add_argument("--env-kwargs", type=_json_arg, default=None, metavar="JSON", help="extra gymnasium.make kwargs")
-    p.add_argument("--hyperparams", type=_json_arg, default=None, metavar="JSON", help="override YAML hyperparameters")
+    p.add_argument(
+        "--hyperparams", type=_hyperparams_arg, default=None, metavar="JSON", help="override YAML hyperparameters"
+    )
     p.add_argument("--timesteps", type=int, default=None, help="environment steps (default: the YAML's)")
     p.add_argument("--n-envs", type=int, default=None, help="parallel envs (default: the YAML's)")
     p.add_argument("--seed", type=int, default=0)

@@ -3,8 +3,11 @@
 ``hyperparams/<algo>.yml`` maps env ids to keyword arguments; ``default`` serves any id not listed.
 A few meta keys steer the run rather than the algorithm (``policy``, ``n_envs``, ``n_timesteps``,
 ``normalize``, ``normalize_kwargs``); every other key must be an argument of the algorithm's
-constructor, so a typo fails before training instead of being silently ignored. ``lin_X`` strings
-become linear schedules; ``policy_kwargs`` is a plain mapping (never an ``eval``'d string).
+constructor, so a typo fails before training instead of being silently ignored. Values are checked
+for their type and, where SB3 would take a nonsensical one without a word (``gamma: 2``), their range.
+``lin_X`` strings become linear schedules; ``policy_kwargs`` is a plain mapping (never an ``eval``'d
+string) whose ``net_arch`` is checked and whose ``activation_fn`` is a name (``nn.Tanh``, ``tanh``)
+of one of :data:`ACTIVATIONS`.
 """
 
 from __future__ import annotations
@@ -17,7 +20,15 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ALGOS", "META_KEYS", "HyperparamError", "algo_class", "linear_schedule", "load_hyperparams"]
+__all__ = [
+    "ACTIVATIONS",
+    "ALGOS",
+    "META_KEYS",
+    "HyperparamError",
+    "algo_class",
+    "linear_schedule",
+    "load_hyperparams",
+]
 
 HYPERPARAMS_DIR = Path(__file__).parent / "hyperparams"
 ALGOS = ("ppo", "a2c", "sac", "dqn")
@@ -25,6 +36,25 @@ META_KEYS = ("policy", "n_envs", "n_timesteps", "normalize", "normalize_kwargs")
 SCHEDULE_KEYS = ("learning_rate", "clip_range", "clip_range_vf")
 _RESERVED = ("self", "env", "policy", "seed", "verbose", "tensorboard_log", "device", "_init_setup_model")
 
+
+ACTIVATIONS = ("ReLU", "Tanh", "ELU", "LeakyReLU", "GELU", "SiLU", "Sigmoid")
+"""``torch.nn`` activations ``policy_kwargs.activation_fn`` may name: the ones a run's ``model.zip``
+may hold and :mod:`agents.safe_load` unpickles (anything else would train and then never load)."""
+
+# value ranges SB3 does not check itself (a key the algorithm does not take is refused before this)
+_UNIT = ("in [0, 1]", lambda v: 0.0 <= v <= 1.0)
+_POSITIVE = ("> 0", lambda v: v > 0)
+_NON_NEGATIVE = (">= 0", lambda v: v >= 0)
+_RANGES: dict[str, tuple[str, Callable[[float], bool]]] = {
+    **dict.fromkeys(("gamma", "gae_lambda", "tau", "exploration_fraction"), _UNIT),
+    **dict.fromkeys(("exploration_initial_eps", "exploration_final_eps"), _UNIT),
+    **dict.fromkeys(("learning_rate", "clip_range", "clip_range_vf", "target_kl", "max_grad_norm"), _POSITIVE),
+    **dict.fromkeys(("n_steps", "batch_size", "n_epochs", "buffer_size", "train_freq"), _POSITIVE),
+    **dict.fromkeys(("target_update_interval", "n_envs", "n_timesteps"), _POSITIVE),
+    **dict.fromkeys(("ent_coef", "vf_coef", "learning_starts"), _NON_NEGATIVE),
+}
+# the actor/critic keys of a net_arch mapping, per algorithm (DQN takes a list only)
+_NET_ARCH_KEYS = {"ppo": ("pi", "vf"), "a2c": ("pi", "vf"), "sac": ("pi", "qf")}
 
 _RESERVED_HOW = "the env, seed and device come from the run's own options, verbose and tensorboard_log are fixed"
 _META_TYPES: dict[str, Any] = {
@@ -156,7 +186,10 @@ def load_hyperparams(
             raise HyperparamError(f"{where}: {key} must be {expected}, got {value!r} ({type(value).__name__})")
         if isinstance(value, float) and not math.isfinite(value):  # an int | str annotation lets NaN through
             raise HyperparamError(f"{where}: {key} must be a finite number, got {value!r}")
+        _check_range(where, key, raw[key], value)
     _check_normalize_kwargs(where, raw.get("normalize_kwargs"))
+    if isinstance(raw.get("policy_kwargs"), Mapping):
+        raw["policy_kwargs"] = _check_policy_kwargs(where, algo, raw["policy_kwargs"])
     meta = {
         "policy": raw.pop("policy", "MultiInputPolicy"),
         "n_envs": int(raw.pop("n_envs", 1)),
@@ -166,6 +199,69 @@ def load_hyperparams(
     }
     kwargs = {k: _parse_value(k, v) for k, v in raw.items()}
     return meta, kwargs
+
+
+def _check_range(where: str, key: str, given: Any, value: Any) -> None:
+    """HyperparamError when a number (or a ``lin_X`` schedule's X) lies outside ``key``'s range in :data:`_RANGES`."""
+    if key not in _RANGES:
+        return
+    number = getattr(value, "initial", value)  # a lin_X schedule starts at X
+    if isinstance(number, bool) or not isinstance(number, int | float):
+        return  # None, SAC's ent_coef "auto", train_freq (4, "step"): nothing to range-check
+    text, fits = _RANGES[key]
+    if not fits(number):
+        raise HyperparamError(f"{where}: {key} must be {text}, got {given!r}")
+
+
+def _layer_sizes(value: Any) -> list[int] | None:
+    """``value`` as a list of positive layer sizes; None if it is not one."""
+    if not isinstance(value, list | tuple):
+        return None
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value):
+        return None
+    return list(value)
+
+
+def _check_policy_kwargs(where: str, algo: str, policy_kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """``policy_kwargs`` with ``net_arch`` checked and ``activation_fn`` resolved to its ``torch.nn`` class.
+
+    SB3 would fail on a bad one deep inside torch (``empty(): argument 'size' ...``, ``'str' object is
+    not callable``), after the run directory was written.
+    """
+    out = dict(policy_kwargs)
+    if "net_arch" in out:
+        arch, keys = out["net_arch"], _NET_ARCH_KEYS.get(algo)
+        checked: Any = _layer_sizes(arch)
+        if checked is None and keys and isinstance(arch, Mapping) and set(arch) == set(keys):
+            parts = {k: _layer_sizes(arch[k]) for k in keys}
+            checked = parts if all(v is not None for v in parts.values()) else None
+        if checked is None:
+            mapping = f", or a mapping {{{keys[0]}: [...], {keys[1]}: [...]}} (actor and critic)" if keys else ""
+            raise HyperparamError(
+                f"{where}: policy_kwargs.net_arch must be a list of positive layer sizes, e.g. [64, 64]{mapping}; "
+                f"got {arch!r}"
+            )
+        out["net_arch"] = checked
+    if "activation_fn" in out:
+        out["activation_fn"] = _activation(where, out["activation_fn"])
+    return out
+
+
+def _activation(where: str, value: Any) -> type:
+    """The ``torch.nn`` activation class ``value`` names ("nn.Tanh", "torch.nn.Tanh", "Tanh", "tanh"), or is."""
+    import torch
+
+    if isinstance(value, str):
+        name = value.removeprefix("torch.").removeprefix("nn.")
+        match = [a for a in ACTIVATIONS if a.lower() == name.lower()]
+        if match:
+            return getattr(torch.nn, match[0])
+    elif isinstance(value, type) and value in tuple(getattr(torch.nn, a) for a in ACTIVATIONS):
+        return value
+    raise HyperparamError(
+        f"{where}: policy_kwargs.activation_fn must name one of {', '.join(f'nn.{a}' for a in ACTIVATIONS)} "
+        f'(e.g. "nn.Tanh" or "tanh"), got {value!r}'
+    )
 
 
 def _check_normalize_kwargs(where: str, kwargs: Any) -> None:
@@ -191,8 +287,11 @@ def _check_normalize_kwargs(where: str, kwargs: Any) -> None:
 
 
 def to_yaml_ready(kwargs: Mapping[str, Any]) -> dict[str, Any]:
-    """The kwargs with schedules written back as ``lin_X`` (for ``config.yml``)."""
+    """The kwargs with schedules written back as ``lin_X`` and an activation class as its name
+    (``nn.Tanh``), for ``config.yml``."""
     out = {}
     for k, v in kwargs.items():
         out[k] = f"lin_{v.initial}" if callable(v) and hasattr(v, "initial") else v
+        if k == "policy_kwargs" and isinstance(v, Mapping) and isinstance(v.get("activation_fn"), type):
+            out[k] = {**v, "activation_fn": f"nn.{v['activation_fn'].__name__}"}
     return out

@@ -2,7 +2,8 @@
 
 A typo in ``--env-kwargs`` would otherwise surface as a ``TypeError`` deep inside the vectorised env
 (after the run directory was written); here it is a ``ValueError`` that names the key and lists the
-valid ones. The ``load`` kwarg's mapping form is checked against :class:`envs.load.MarkovLoad`.
+valid ones. The ``load`` kwarg's mapping form is checked against :class:`envs.load.MarkovLoad`, and an
+id that is not a TNN environment at all is named as such.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import inspect
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["check_env_kwargs", "constructor_args"]
+__all__ = ["check_env_kwargs", "constructor_args", "tnn_env_ids"]
 
 
 def constructor_args(entry: Any) -> set[str] | None:
@@ -50,9 +51,31 @@ def _entry_point(env_id: str) -> Any:
     return entry
 
 
+def tnn_env_ids() -> list[str]:
+    """The registered ``tnn/*`` env ids (the shipped ones, and any a user registered under tnn/)."""
+    import gymnasium
+
+    import envs  # noqa: F401  (registers the tnn ids)
+
+    return sorted(i for i in gymnasium.registry if i.startswith("tnn/"))
+
+
 def check_env_kwargs(env_id: str, kwargs: Mapping[str, Any]) -> None:
-    """Raise ValueError naming any key of ``kwargs`` (or of its ``load`` mapping) the env does not take."""
-    accepted = constructor_args(_entry_point(env_id))
+    """Raise ValueError naming any key of ``kwargs`` (or of its ``load`` mapping) the env does not take.
+
+    An env whose entry point is a class other than :class:`envs.throttle.ThrottleEnv` (or a subclass)
+    is refused first: the tools pass it kwargs of their own (reward, split, sequential) and read the
+    network inside it, so e.g. CartPole-v1 is named as not a TNN environment, not for those kwargs.
+    """
+    from envs.throttle import ThrottleEnv
+
+    entry = _entry_point(env_id)
+    if inspect.isclass(entry) and not issubclass(entry, ThrottleEnv):
+        raise ValueError(
+            f"{env_id} is not a TNN environment (one holding a pretrained throttleable network, "
+            f"envs.throttle.ThrottleEnv); use --env-id {' or '.join(tnn_env_ids())}"
+        )
+    accepted = constructor_args(entry)
     if accepted is not None:
         unknown = sorted(k for k in kwargs if k not in accepted)
         if unknown:

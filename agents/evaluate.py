@@ -23,13 +23,16 @@ from tnn.checkpoint import atomic_write, describe_error
 __all__ = [
     "EVAL_COPIES",
     "METRICS_VERSION",
+    "NetworkMismatchError",
     "SB3Policy",
     "SpaceMismatchError",
+    "check_same_network",
     "close_all",
     "evaluate_policy",
     "load_controller",
     "load_vecnormalize",
     "make_eval_env",
+    "network_changes",
     "on_split",
     "run_normalizes",
     "write_json",
@@ -41,6 +44,91 @@ EVAL_COPIES = 8  # lockstep env copies when a policy predicts in batches (SB3 co
 
 class SpaceMismatchError(ValueError):
     """A policy trained on other observation/action spaces than the env it is evaluated on."""
+
+
+class NetworkMismatchError(ValueError):
+    """A controller evaluated on another network than the one it was trained on."""
+
+
+NETWORK_FIELDS = ("dataset", "arch", "model_kwargs", "levels")
+"""Checkpoint card fields that make two networks the same to a controller: the data its inputs come
+from, the architecture (and its settings: width, classes, input size) and the levels its actions run."""
+
+
+def _describe_network(card: Mapping[str, Any], path: Path) -> str:
+    levels = card.get("levels") or []
+    return f"{card.get('dataset', '?')} {card.get('arch', '?')} with {len(levels)} levels ({path})"
+
+
+def network_changes(
+    trained: Mapping[str, Any], evaluated: Mapping[str, Any], evaluated_card: Mapping[str, Any] | None = None
+) -> tuple[list[str], str, str]:
+    """How the network that env kwargs ``evaluated`` build differs from the one a controller trained on
+    with env kwargs ``trained`` (its ``eval_env.json``); ``evaluated_card``: that network's card, if at hand.
+
+    Returns ``(changes, trained network, evaluated network)``; ``changes`` is empty when the controller's
+    observations and actions mean what they meant in training. Compared: the checkpoint cards'
+    :data:`NETWORK_FIELDS`; for a ``features`` controller also the preview level and the weights
+    themselves (the file's SHA-256), since it reads pooled activations whose channels another training
+    run (another seed) orders and scales differently. Not compared: the cost profile (another device or
+    batch size of the same network is a deployment question a controller may be asked) and, for a
+    ``none``/``pixels`` controller, the weights of a network of the same dataset, architecture and
+    levels (another seed). Runs record a checkpoint path (or none: the default); the trained network's
+    card is read from that file, so old runs need no new field.
+    """
+    from envs.throttle import resolve_checkpoint
+    from tnn.checkpoint import read_checkpoint
+    from tnn.table import file_sha256
+
+    here = resolve_checkpoint(evaluated.get("checkpoint"))
+    try:
+        there = resolve_checkpoint(trained.get("checkpoint"))
+    except (FileNotFoundError, ValueError):
+        name = trained.get("checkpoint") or "the default checkpoint"
+        raise NetworkMismatchError(
+            f"the checkpoint the controller was trained on ({name}, in its eval_env.json) is missing, so nothing "
+            f"shows that {here} is the same network; restore it (or correct the path in eval_env.json) and "
+            "evaluate on it"
+        ) from None
+    changes = []
+    # another observation option changes the observation space's keys: SB3Policy.check_spaces names that
+    features = trained.get("observation", "features") == evaluated.get("observation", "features") == "features"
+    preview, preview_now = trained.get("preview_level", 0), evaluated.get("preview_level", 0)
+    if features and preview != preview_now:
+        changes.append(f"preview_level {preview} → {preview_now}")
+    same_file = there.samefile(here)
+    if same_file and not changes:  # the usual case: no checkpoint to read
+        return [], str(there), str(here)
+    card_now = evaluated_card if evaluated_card is not None else read_checkpoint(here)["card"]
+    card = card_now if same_file else read_checkpoint(there)["card"]
+    for field in NETWORK_FIELDS:
+        if field == "model_kwargs" and card.get("arch") != card_now.get("arch"):
+            continue  # another architecture's settings differ anyway: naming them says nothing more
+        if card.get(field) != card_now.get(field):
+            changes.append(f"{field} {card.get(field)!r} → {card_now.get(field)!r}")
+    if not same_file and not changes and features and file_sha256(there) != file_sha256(here):
+        changes.append("weights: another checkpoint of this architecture, whose preview features mean something else")
+    return changes, _describe_network(card, there), _describe_network(card_now, here)
+
+
+def check_same_network(
+    trained: Mapping[str, Any],
+    evaluated: Mapping[str, Any],
+    *,
+    evaluated_card: Mapping[str, Any] | None = None,
+    run: str | Path | None = None,
+) -> None:
+    """:class:`NetworkMismatchError` (naming both networks and the fix) unless :func:`network_changes`
+    finds none; ``run`` names the controller."""
+    changes, was, now = network_changes(trained, evaluated, evaluated_card)
+    if changes:
+        who = f"the controller {run}" if run else "the controller"
+        raise NetworkMismatchError(
+            f"{who} was trained on {was} but the evaluation env holds {now} ({'; '.join(changes)}): its "
+            "observations and actions mean something else there. Evaluate it on the network it was trained on "
+            "(leave checkpoint and preview_level out of --env-kwargs; another profile of that network is fine), "
+            "or train a controller for this one (tnn train-controller --env-kwargs '{\"checkpoint\": ...}')"
+        )
 
 
 def write_json(path: str | Path, obj: Any) -> Path:
@@ -101,8 +189,30 @@ def close_all(env: Any) -> None:
 class SB3Policy:
     """A trained SB3 model (and its VecNormalize statistics) behind the baseline interface."""
 
-    def __init__(self, model: Any, vecnormalize: Any = None, name: str = "ppo", setting: str = "") -> None:
+    def __init__(
+        self,
+        model: Any,
+        vecnormalize: Any = None,
+        name: str = "ppo",
+        setting: str = "",
+        trained_on: Mapping[str, Any] | None = None,
+        run: str | Path | None = None,
+    ) -> None:
         self.model, self.vecnormalize, self.name, self.setting = model, vecnormalize, name, setting
+        self.trained_on, self.run = trained_on, run  # env kwargs of its training (eval_env.json), its run dir
+
+    def check_network(self, env: Any) -> None:
+        """Refuse an env holding another network than the one the policy was trained on (see
+        :func:`network_changes` for what is compared); nothing to compare without ``trained_on``."""
+        base = env.unwrapped
+        if self.trained_on is None or not hasattr(base, "card"):
+            return
+        evaluated = {
+            "checkpoint": base.checkpoint,
+            "observation": base.observation,
+            "preview_level": base.preview_level,
+        }
+        check_same_network(self.trained_on, evaluated, evaluated_card=base.card, run=self.run)
 
     def check_spaces(self, env: Any) -> None:
         """Refuse an env whose spaces differ from the ones the policy was trained on."""
@@ -171,7 +281,8 @@ def load_controller(run_dir: str | Path, device: str = "cpu") -> tuple[SB3Policy
             f"{stats} is missing: {run} was trained with normalize: true (its config.yml), and its policy "
             "reads observations normalised by those statistics; restore the file or retrain the run"
         )
-    return SB3Policy(model, vecnorm, name=algo, setting=str(spec.get("setting", ""))), spec
+    setting = str(spec.get("setting", ""))
+    return SB3Policy(model, vecnorm, name=algo, setting=setting, trained_on=spec["kwargs"], run=run), spec
 
 
 STEPS_ATTR = "tnn_num_timesteps"
@@ -236,6 +347,9 @@ def _overspent(reward_fn: Any) -> bool:
 def evaluate_policy(policy: Any, env: Any, *, seed: int = 0, progress: bool = False) -> dict[str, Any]:
     """Run ``policy`` over every sample of the split once; ``env`` is one sequential env or a list of them.
 
+    A trained controller is first checked against the env: the network it was trained on
+    (:class:`NetworkMismatchError`), then its spaces (:class:`SpaceMismatchError`).
+
     With K copies of the same sequential env, copy k plays episodes k, k+K, k+2K, … (it skips the
     others with ``reset()``), all in lockstep, so a policy with ``predict_batch`` answers K inputs per
     call; each episode sees exactly what it would see in a single pass. Inputs of an episode that
@@ -246,6 +360,8 @@ def evaluate_policy(policy: Any, env: Any, *, seed: int = 0, progress: bool = Fa
     ``deadline`` reward), a histogram of u, and the wall time.
     """
     envs = list(env) if isinstance(env, (list, tuple)) else [env]
+    if hasattr(policy, "check_network"):  # first: another network is why the spaces would differ too
+        policy.check_network(envs[0])
     if hasattr(policy, "check_spaces"):
         policy.check_spaces(envs[0])
     base = envs[0].unwrapped

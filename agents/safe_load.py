@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from agents.config import SCHEDULE_KEYS
+from agents.config import ACTIVATIONS, SCHEDULE_KEYS
 from tnn.checkpoint import describe_error
 from tnn.data import NUMPY_ARRAY_GLOBALS
 
@@ -78,10 +78,7 @@ _SB3 = {
 _TORCH = {
     ("torch", "device"),
     *((f"torch.optim.{name.lower()}", name) for name in ("Adam", "AdamW", "RMSprop", "SGD")),
-    *(
-        ("torch.nn.modules.activation", name)
-        for name in ("ReLU", "Tanh", "ELU", "LeakyReLU", "GELU", "SiLU", "Sigmoid")
-    ),
+    *(("torch.nn.modules.activation", name) for name in ACTIVATIONS),
 }
 _COLLECTIONS = {("collections", "deque"), ("collections", "OrderedDict")}
 ALLOWED_GLOBALS = frozenset(_NUMPY | _SPACES | _SB3 | _TORCH | _COLLECTIONS)

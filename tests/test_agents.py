@@ -1527,3 +1527,132 @@ def test_evaluate_controller_pins_a_budget_conditioned_policy(toy, tmp_path, cap
             argv = ["evaluate-controller", target, "--env-kwargs", json.dumps({**toy, **json.loads(bad)})]
             assert main([*argv, "--lam", "0.1"] if target == str(out) else argv) == 2
             assert f"drop {word}" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- audit: bad input named, never run
+
+
+def _other_checkpoint(path, *, dataset="fashion_mnist", **model_kwargs):
+    """A resnet8 checkpoint beside the toy one (fresh weights: another seed, or another network)."""
+    import tnn
+
+    model = tnn.create_model("resnet8", **{"num_classes": 4, "in_channels": 1, **model_kwargs})
+    return str(tnn.save_checkpoint(model, path, dataset=dataset))
+
+
+def test_evaluate_controller_refuses_another_network(run_dir, tmp_path, capsys):
+    import json
+
+    from tnn.cli import main
+
+    other = _other_checkpoint(tmp_path / "cifar.pt", dataset="cifar10", levels=[0.5, 1.0])
+    out = tmp_path / "m.json"
+    argv = ["evaluate-controller", str(run_dir), "--env-kwargs", json.dumps({"checkpoint": other}), "--out", str(out)]
+    assert main([*argv, "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "was trained on fashion_mnist resnet8 with 8 levels" in err and "holds cifar10 resnet8 with 2 levels" in err
+    assert "dataset 'fashion_mnist' → 'cifar10'" in err and "train a controller for this one" in err
+    assert "Traceback" not in err and not out.exists()
+
+
+def test_network_changes_compare_what_the_observations_depend_on(toy, tmp_path):
+    import shutil
+
+    from agents.evaluate import network_changes
+
+    trained = {"checkpoint": toy["checkpoint"], "observation": "features"}
+    seed = _other_checkpoint(tmp_path / "seed1.pt")  # same dataset, arch and levels; other weights
+    copy = shutil.copy(toy["checkpoint"], tmp_path / "copy.pt")  # the same weights elsewhere
+    assert network_changes(trained, {"checkpoint": copy})[0] == []
+    assert network_changes(trained, {"checkpoint": seed})[0][0].startswith("weights: another checkpoint")
+    none = {**trained, "observation": "none"}  # the context alone: another seed's network is a fair question
+    assert network_changes(none, {"checkpoint": seed, "observation": "none"})[0] == []
+    assert network_changes(trained, {"checkpoint": toy["checkpoint"], "preview_level": 1})[0] == ["preview_level 0 → 1"]
+
+
+def test_evaluate_policy_refuses_another_preview_level_with_equal_spaces(run_dir, toy):
+    from agents.evaluate import NetworkMismatchError, evaluate_policy, load_controller, make_eval_env
+
+    policy, _spec = load_controller(run_dir)
+    env = make_eval_env("tnn/Throttle-v0", {**toy, "split": "test", "preview_level": 1})
+    assert env.observation_space == policy.model.observation_space  # the toy's previews are equally wide
+    with pytest.raises(NetworkMismatchError, match="preview_level 0 → 1"):
+        evaluate_policy(policy, env)
+    env.close()
+
+
+@pytest.mark.parametrize(
+    ("algo", "override", "message"),
+    [
+        ("ppo", {"gamma": 2}, "gamma must be in [0, 1], got 2"),
+        ("a2c", {"gae_lambda": -0.1}, "gae_lambda must be in [0, 1], got -0.1"),
+        ("ppo", {"clip_range": 0}, "clip_range must be > 0, got 0"),
+        ("ppo", {"clip_range": "lin_-0.2"}, "clip_range must be > 0, got 'lin_-0.2'"),
+        ("ppo", {"n_steps": 0}, "n_steps must be > 0"),
+        ("ppo", {"batch_size": -8}, "batch_size must be > 0"),
+        ("ppo", {"n_epochs": 0}, "n_epochs must be > 0"),
+        ("sac", {"learning_rate": -1e-3}, "learning_rate must be > 0"),
+        ("dqn", {"exploration_final_eps": 1.5}, "exploration_final_eps must be in [0, 1]"),
+        ("ppo", {"policy_kwargs": {"net_arch": "big"}}, "net_arch must be a list of positive layer sizes"),
+        ("ppo", {"policy_kwargs": {"net_arch": [64, 0]}}, "e.g. [64, 64], or a mapping {pi: [...], vf: [...]}"),
+        ("sac", {"policy_kwargs": {"net_arch": {"pi": [64], "vf": [64]}}}, "a mapping {pi: [...], qf: [...]}"),
+        ("ppo", {"policy_kwargs": {"activation_fn": "nn.Swish"}}, "activation_fn must name one of nn.ReLU, nn.Tanh"),
+        ("ppo", {"policy_kwargs": {"activation_fn": 3}}, 'e.g. "nn.Tanh" or "tanh"'),
+    ],
+)
+def test_hyperparameter_ranges_and_policy_kwargs_checked(algo, override, message):
+    env_id = "tnn/ThrottleDiscrete-v0" if algo == "dqn" else "tnn/Throttle-v0"
+    with pytest.raises(HyperparamError, match=re.escape(message)):
+        load_hyperparams(algo, env_id, override)
+
+
+def test_activation_names_resolve_and_round_trip():
+    import torch
+
+    from agents.config import to_yaml_ready
+
+    for name in ("nn.Tanh", "torch.nn.Tanh", "Tanh", "tanh"):
+        pk = {"activation_fn": name, "net_arch": {"pi": [32], "vf": [64, 64]}}
+        _, kwargs = load_hyperparams("ppo", "tnn/Throttle-v0", {"policy_kwargs": pk})
+        assert kwargs["policy_kwargs"]["activation_fn"] is torch.nn.Tanh
+        assert to_yaml_ready(kwargs)["policy_kwargs"]["activation_fn"] == "nn.Tanh"
+
+
+def test_controller_with_named_activation_trains_and_loads(toy, tmp_path):
+    import json
+
+    import torch
+
+    from agents.evaluate import load_controller
+    from tnn.cli import main
+
+    out = tmp_path / "run"
+    hp = {"batch_size": 64, "n_steps": 8, "policy_kwargs": {"activation_fn": "tanh", "net_arch": [16]}}
+    argv = ["train-controller", "--timesteps", "64", "--n-envs", "8", "--no-test", "--no-progress"]
+    argv += ["--hyperparams", json.dumps(hp), "--env-kwargs", json.dumps(toy), "--out", str(out)]
+    assert main(argv) == 0
+    policy, _spec = load_controller(out)  # the activation class is on safe_load's allow-list
+    assert policy.model.policy.activation_fn is torch.nn.Tanh
+
+
+def test_bad_hyperparams_json_gives_a_hyperparams_example(tmp_path, capsys):
+    from tnn.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["train-controller", "--out", str(tmp_path / "r"), "--hyperparams", "{bad"])
+    err = capsys.readouterr().err
+    assert "argument --hyperparams: not JSON" in err and '"gamma": 0.9' in err and "cost_metric" not in err
+
+
+@pytest.mark.parametrize("command", ["train-controller", "evaluate-controller", "cascade-bound"])
+def test_non_tnn_env_id_is_named_not_its_kwargs(toy, tmp_path, capsys, command):
+    import json
+
+    from tnn.cli import main
+
+    argv = [command, *(["static"] if command == "evaluate-controller" else []), "--env-id", "CartPole-v1"]
+    argv += ["--env-kwargs", json.dumps(toy)] if command != "train-controller" else ["--out", str(tmp_path / "r")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "CartPole-v1 is not a TNN environment" in err and "tnn/Throttle-v0 or tnn/ThrottleDiscrete-v0" in err
+    assert "does not take" not in err and not (tmp_path / "r").exists()
