@@ -15,15 +15,24 @@ from torch.utils.flop_counter import FlopCounterMode
 import tnn
 from tnn.layers import CostCounter, LevelBatchNorm, ThrottleConv, ThrottleLinear, active_channels
 
+# the deepest or widest member of a family runs the same code as a smaller one in the default suite;
+# sweeping all its levels is minutes on a 2-core AVX2 host, so those parametrizations run with the slow tests
+HEAVY = frozenset({"c3d", "densenet_bc_100", "resnet56", "resnet110", "resnext29_8x32d"})
+
+
+def _marks(name: str) -> tuple:
+    return (pytest.mark.slow,) if name in HEAVY else ()
+
 
 def _configs():
     for name in tnn.list_models():
         strategies = tnn.create_model(name).strategies if name in ("resnet20", "resnext29_8x16d") else ("width",)
         for strategy in strategies:
-            yield pytest.param(name, strategy, id=f"{name}-{strategy}")
+            yield pytest.param(name, strategy, id=f"{name}-{strategy}", marks=_marks(name))
 
 
 CONFIGS = list(_configs())
+MODELS = [pytest.param(name, id=name, marks=_marks(name)) for name in tnn.list_models()]
 _CACHE: dict = {}
 
 
@@ -91,7 +100,7 @@ def test_active_subnetwork_and_only_it_gets_gradients(name, strategy):
         assert nonzero >= 0.9 * active, f"only {nonzero} of {active} active parameters got a gradient"
 
 
-@pytest.mark.parametrize("name", tnn.list_models())
+@pytest.mark.parametrize("name", MODELS)
 def test_u_between_levels_runs_the_level_above(name):
     model = build(name).eval()
     x = batch(model, 1)
@@ -377,7 +386,7 @@ def test_fast_path_keeps_hooks_and_functional_call_semantics():
     assert cache_entries(frozen) == 0
 
 
-@pytest.mark.parametrize("name", tnn.list_models())
+@pytest.mark.parametrize("name", MODELS)
 def test_flops_at_another_input_shape_equal_the_model_built_for_it(name):
     model = build(name)
     size = 24 if len(model.input_shape) == 3 else (8, 24, 24)
