@@ -80,6 +80,8 @@ def resolve_checkpoint(checkpoint: str | os.PathLike | None) -> Path:
     path = in_results(checkpoint)
     if path.is_file():
         return path
+    if path.is_dir() and (path / "model.pt").is_file():  # a run directory stands for its model.pt
+        return path / "model.pt"
     names = ", ".join(shipped) or "none found"
     raise ValueError(f"unknown checkpoint {str(checkpoint)!r}: not a file nor a shipped model ({names})")
 

@@ -266,3 +266,73 @@ def test_devices_other_than_cpu_and_cuda_are_refused_whatever_their_type(model, 
     with pytest.raises(ValueError, match=r"unknown device '(meta|mps)'; use auto, cpu, cuda or cuda:N"):
         tnn.load_checkpoint(path, map_location=device)
     assert resolve_device(torch.device("cpu")) == torch.device("cpu")
+
+
+def test_card_accuracy_must_name_model_levels_and_percentages(model, tmp_path):
+    path = tmp_path / "x.pt"
+    for accuracy, message in (
+        ({2.0: 91.0}, r"accuracy key 2.0 is not one of the model's levels"),
+        ({0.5: "high"}, r"accuracy at u=0.5 must be a top-1 % in \[0, 100\], got 'high'"),
+        ({1.0: float("nan")}, r"accuracy at u=1 must be a top-1 %"),
+        ({1.0: 101}, r"got 101"),
+        ([90.0], r"accuracy must be a dict"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            tnn.save_checkpoint(model, path, accuracy=accuracy)
+        assert not path.exists()
+    tnn.save_checkpoint(model, path, accuracy={1: 90, "0.125": 40.5})  # int and str spellings of levels are fine
+    assert read_checkpoint(path)["card"]["accuracy"] == {"1": 90.0, "0.125": 40.5}
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda p: p["card"].__setitem__("levels", [0.5, 1.0]), r"the card's levels \[0.5, 1.0\] are not the levels"),
+        (lambda p: p["card"].__setitem__("levels", ["a"]), r"the card's levels \['a'\]"),
+        (lambda p: p.__setitem__("dtype", "int8"), r"unknown weight dtype 'int8'"),
+    ],
+)
+def test_a_card_that_disagrees_with_its_weights_is_refused(model, tmp_path, edit, message):
+    path = tmp_path / "m.pt"
+    tnn.save_checkpoint(model, path)
+    payload = read_checkpoint(path)
+    edit(payload)
+    torch.save(payload, path)
+    with pytest.raises(CheckpointError, match=message):
+        tnn.load_checkpoint(path)
+
+
+def test_a_run_directory_stands_for_its_model_pt(model, tmp_path, capsys):
+    run = tmp_path / "run"
+    tnn.save_checkpoint(model, run / "model.pt", dataset="fashion_mnist")
+    assert tnn.load_checkpoint(run)[1]["dataset"] == "fashion_mnist"
+    assert cli_main(["info", str(run)]) == 0 and '"dataset": "fashion_mnist"' in capsys.readouterr().out
+    with pytest.raises(
+        FileNotFoundError, match=r"is a directory without a model.pt; name a checkpoint file \(it holds"
+    ):
+        tnn.load_checkpoint(tmp_path)
+    with pytest.raises(TypeError, match="expected a checkpoint path"):
+        tnn.load_checkpoint(None)
+
+
+def test_a_pickled_module_is_refused_naming_its_class_without_terminal_codes(tmp_path, capsys):
+    path = tmp_path / "module.pt"
+    torch.save(torch.nn.Linear(2, 2), path)
+    assert cli_main(["info", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "it pickles torch.nn.modules.linear.Linear" in err
+    assert "\x1b" not in err and "Traceback" not in err
+
+
+def test_atomic_write_names_a_path_it_cannot_write_before_writing(tmp_path):
+    calls = []
+    (tmp_path / "file").write_text("x")
+    for target, error, message in (
+        (tmp_path, IsADirectoryError, r"is a directory; give a file path"),
+        (tmp_path / "file" / "x.json", NotADirectoryError, r"file is a file, not a directory"),
+    ):
+        with pytest.raises(error, match=message) as info:
+            tnn.checkpoint.atomic_write(target, calls.append)
+        assert ".tmp" not in str(info.value)  # the temporary file's name does not leak into the message
+    assert calls == []  # refused before the write ran
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]

@@ -331,7 +331,7 @@ def test_report_shows_the_spread_of_networks_that_differ_only_in_their_seed(tmp_
         (["bench", "train", "--models", "resnet8", "--threads", "-1"], "threads must be a positive integer"),
         (["bench", "train", "--models", "resnet8", "--device", "tpu"], "unknown device 'tpu'"),
         (["models", "vgg11", "--in-channels", "0"], "--in-channels must be positive"),
-        (["report", "CKPT", "--out", "DIR"], "Is a directory"),
+        (["report", "CKPT", "--out", "DIR"], "is a directory; give a file path"),
     ],
 )
 def test_bad_arguments_are_one_line_errors_before_any_work(tmp_path, capsys, argv, message):
@@ -456,3 +456,43 @@ def test_pretrain_turns_sigterm_into_a_clean_exit(monkeypatch, tmp_path):
     assert stop.value.code == 143
     assert list(run.iterdir()) == []
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--model-kwargs", "{bad"], "--model-kwargs is not JSON (Expecting property name"),
+        (["--model-kwargs", "{bad"], """e.g. --model-kwargs '{"widths": [8, 16, 32]}'"""),
+        (["--config", "nope.json"], "--config nope.json: cannot read it (No such file or directory)"),
+        (["--lr", "nan"], "--lr nan: lr must be a finite number > 0"),
+        (["--epochs", "0", "--lr", "-1"], "--epochs 0: epochs must be positive (>= 1); --lr -1.0: lr must be"),
+        (["--dataset", "gestures", "--arch", "resnet8"], "pass --arch one of c3d, c3d_small"),
+        (
+            ["--model-kwargs", '{"in_channels": 3}'],
+            "--model-kwargs in_channels=3 conflicts with --dataset fashion_mnist",
+        ),
+    ],
+)
+def test_pretrain_bad_input_names_the_flag(tmp_path, capsys, monkeypatch, argv, message):
+    import tnn.data
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(tnn.data, "load", lambda *a, **k: pytest.fail("data loaded before the bad input was refused"))
+    base = ["pretrain", "--arch", "resnet8", "--dataset", "fashion_mnist", "--out", str(tmp_path / "run")]
+    assert main([*base, *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and "invalid loads value" not in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_pretrain_refuses_an_existing_run_without_resume(tmp_path, capsys, monkeypatch):
+    import tnn.data
+
+    monkeypatch.setattr(tnn.data, "load", lambda *a, **k: pytest.fail("data loaded before the bad input was refused"))
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "model.pt").write_bytes(b"trained")
+    assert main(["pretrain", "--arch", "resnet8", "--dataset", "fashion_mnist", "--out", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert f"--out {run} already holds a finished run" in err and "pass --resume" in err and "another --out" in err
+    assert (run / "model.pt").read_bytes() == b"trained"

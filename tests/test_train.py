@@ -169,7 +169,8 @@ def test_cpu_bf16_learns_and_is_deterministic(tmp_path, monkeypatch):
     import tnn.train
 
     root = write_learnable_fmnist(tmp_path / "fm")
-    cfg = small_config(root, cpu_bf16=True, bn_recalibration=2)
+    # two levels: bf16 runs on slow fallback kernels on AVX2-only hosts, so fewer shapes keep this short there
+    cfg = small_config(root, cpu_bf16=True, bn_recalibration=2, model_kwargs={"levels": [0.5, 1.0]}, random_levels=0)
     autocasts = []  # (device type, dtype, enabled) of every autocast the training enters
     real = torch.autocast
 
@@ -196,7 +197,7 @@ def test_cpu_bf16_warns_where_the_cpu_has_no_fast_bf16(tmp_path, monkeypatch):
     for native, bf16, warned in ((False, True, True), (True, True, False), (False, False, False)):
         monkeypatch.setattr(tnn.runtime, "cpu_bf16_native", lambda native=native: native)
         messages: list[str] = []
-        cfg = small_config(root, epochs=1, cpu_bf16=bf16)
+        cfg = small_config(root, epochs=1, cpu_bf16=bf16, model_kwargs={"levels": [0.5, 1.0]}, random_levels=0)
         pretrain(cfg, tmp_path / f"run-{native}-{bf16}", log=messages.append)
         hits = [m for m in messages if "--cpu-bf16" in m]
         assert bool(hits) == warned, (native, bf16, messages)
@@ -357,3 +358,93 @@ def test_compiled_levels_compute_what_the_eager_model_computes():
         assert len(g) == len(ref_grads)
         for a, b in zip(g, ref_grads, strict=True):
             torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4)
+
+
+@pytest.fixture
+def no_data(monkeypatch):
+    """Loading any data fails the test: what is refused must be refused before any data is read."""
+    import tnn.data
+
+    def load(*args, **kwargs):
+        raise AssertionError("data loaded before the bad input was refused")
+
+    monkeypatch.setattr(tnn.data, "load", load)
+
+
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        ({"lr": float("nan")}, "--lr nan: lr must be a finite number > 0"),
+        ({"lr": float("inf")}, "--lr inf: lr must be a finite number > 0"),
+        ({"lr": -1.0}, "--lr -1.0: lr must be a finite number > 0"),
+        ({"weight_decay": float("inf")}, "--weight-decay inf: weight_decay must be a finite number >= 0"),
+        ({"warmup_epochs": float("nan")}, "--warmup-epochs nan: warmup_epochs must be a finite number >= 0"),
+        ({"label_smoothing": float("nan")}, "--label-smoothing nan: label_smoothing must be in [0, 1)"),
+        ({"epochs": 0}, "--epochs 0: epochs must be positive (>= 1)"),
+        ({"batch_size": -2}, "--batch-size -2: batch_size must be positive (>= 1)"),
+        ({"random_levels": -1}, "--random-levels -1: random_levels must be a finite number >= 0"),
+    ],
+)
+def test_each_bad_number_is_named_by_its_flag_value_and_range(tmp_path, no_data, kw, message):
+    with pytest.raises(ValueError) as info:
+        pretrain(PretrainConfig(dataset="fashion_mnist", **kw), tmp_path / "run", log=quiet)
+    assert message in str(info.value)
+    assert not (tmp_path / "run").exists()
+
+
+def test_several_bad_numbers_are_all_named(tmp_path, no_data):
+    with pytest.raises(ValueError) as info:
+        pretrain(PretrainConfig(epochs=0, lr=-1, random_levels=-1), tmp_path / "run", log=quiet)
+    assert str(info.value) == (
+        "--epochs 0: epochs must be positive (>= 1); --lr -1: lr must be a finite number > 0; "
+        "--random-levels -1: random_levels must be a finite number >= 0"
+    )
+
+
+@pytest.mark.parametrize("existing", ["model.pt", "last.pt"])
+def test_a_run_directory_that_holds_a_run_is_refused_without_resume(tmp_path, no_data, existing):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / existing).write_bytes(b"the work of a previous run")
+    with pytest.raises(ValueError, match=r"already holds an? (finished|unfinished) run") as info:
+        pretrain(PretrainConfig(dataset="fashion_mnist"), run, log=quiet)
+    assert "--resume" in str(info.value) and "another --out" in str(info.value)
+    assert (run / existing).read_bytes() == b"the work of a previous run"
+    assert sorted(p.name for p in run.iterdir()) == [existing]  # nothing written beside it
+
+
+def test_resume_refuses_a_finished_model_without_its_run_state(tmp_path, no_data):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "model.pt").write_bytes(b"finished")
+    with pytest.raises(ValueError, match=r"no run state .* --resume would retrain it from scratch"):
+        pretrain(PretrainConfig(dataset="fashion_mnist"), run, resume=True, log=quiet)
+    assert (run / "model.pt").read_bytes() == b"finished"
+
+
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        ({"arch": "resnet20", "dataset": "gestures"}, "holds 3-D clips .* pass --arch one of c3d, c3d_small "),
+        (
+            {"arch": "c3d_small", "dataset": "cifar10"},
+            "--arch c3d_small is a clip model .* pass --arch one of .*resnet20",
+        ),
+        (
+            {"arch": "resnet8", "dataset": "cifar10", "model_kwargs": {"in_channels": 1}},
+            "--model-kwargs in_channels=1 conflicts with --dataset cifar10, which has 3 channels",
+        ),
+        (
+            {"arch": "resnet8", "dataset": "fashion_mnist", "model_kwargs": {"num_classes": 5}},
+            "--model-kwargs num_classes=5 conflicts with --dataset fashion_mnist, which has 10 classes",
+        ),
+        (
+            {"arch": "c3d_small", "dataset": "gestures", "model_kwargs": {"input_size": [8, 32, 32]}},
+            r"--model-kwargs input_size=\[8, 32, 32\] conflicts with --dataset gestures",
+        ),
+    ],
+)
+def test_a_model_that_does_not_fit_the_dataset_is_refused_before_training(tmp_path, no_data, kw, message):
+    with pytest.raises(ValueError, match=message):
+        pretrain(PretrainConfig(**kw), tmp_path / "run", log=quiet)
+    assert not (tmp_path / "run").exists()

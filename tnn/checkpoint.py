@@ -19,10 +19,12 @@ looks a level up by its float value.
 
 from __future__ import annotations
 
+import itertools
 import math
 import numbers
 import os
 import pickle
+import re
 import tempfile
 import warnings
 from collections.abc import Mapping
@@ -40,10 +42,12 @@ __all__ = [
     "CheckpointError",
     "accuracy_at",
     "atomic_write",
+    "check_writable",
     "describe_error",
     "load_checkpoint",
     "model_from_payload",
     "read_checkpoint",
+    "resolve_checkpoint_path",
     "save_checkpoint",
 ]
 
@@ -53,10 +57,20 @@ VERSION = 1
 COMPUTED_FIELDS = ("arch", "model_kwargs", "levels", "strategy", "input_shape", "num_classes", "params", "flops")
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
 def describe_error(err: BaseException) -> str:
-    """``"Type: first line of the message"``: what a loader's failure says, short enough for a one-line error."""
-    lines = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
+    """``"Type: first line of the message"``: what a loader's failure says, short enough for a one-line error
+    (terminal colour codes, which torch puts in some messages, removed)."""
+    lines = _ANSI.sub("", str(err)).strip().splitlines()
+    return f"{type(err).__name__}: {lines[0].strip()}" if lines else type(err).__name__
+
+
+def _unpickling_detail(err: BaseException) -> str:
+    """What a refused ``weights_only`` load found: the class it would have had to import, where torch names it."""
+    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(err))
+    return f"it pickles {found.group(1)}" if found else describe_error(err)
 
 
 _ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format since 1.6
@@ -70,11 +84,36 @@ class CheckpointError(ValueError):
     """A file that is not a readable TNN checkpoint of a version this library knows."""
 
 
-def atomic_write(path: str | os.PathLike, write: Any) -> Path:
-    """Call ``write(fileobj)`` on a temporary file beside ``path``, then rename it into place."""
+def check_writable(path: str | os.PathLike, what: str = "output") -> Path:
+    """``path`` as a Path if a file can be written there (parents are created as needed); a clear OSError if not.
+
+    Commands call it on their output paths before computing anything, so a bad ``--out`` costs no work.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    if path.is_dir():
+        raise IsADirectoryError(f"{what} {path} is a directory; give a file path, e.g. {path / 'out.json'}")
+    for parent in path.parents:  # the nearest existing ancestor must be a directory we can write into
+        if parent.exists():
+            if not parent.is_dir():
+                raise NotADirectoryError(f"cannot write {what} {path}: {parent} is a file, not a directory")
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise PermissionError(f"cannot write {what} {path}: no write permission in {parent}")
+            break
+    return path
+
+
+def atomic_write(path: str | os.PathLike, write: Any) -> Path:
+    """Call ``write(fileobj)`` on a temporary file beside ``path``, then rename it into place.
+
+    A path that cannot be written (a directory, a path under a file, no permission) raises an OSError
+    that names ``path``, before ``write`` runs.
+    """
+    path = check_writable(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:
+        raise type(err)(f"cannot write {path}: {err.strerror or err}") from None
     try:
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the permissions open() would
         with os.fdopen(fd, "wb") as fh:
@@ -112,6 +151,27 @@ def _check_primitive(value: Any, where: str) -> Any:
     )
 
 
+def _check_accuracy(accuracy: Any, levels: tuple[float, ...]) -> dict[str, float]:
+    """``{u: top-1 %}`` with every ``u`` one of ``levels`` and every % a finite number in [0, 100]."""
+    if not isinstance(accuracy, Mapping):
+        raise ValueError(f"save_checkpoint: accuracy must be a dict {{u: top-1 %}}, got {type(accuracy).__name__}")
+    known = {f"{u:g}" for u in levels}
+    out = {}
+    for u, acc in accuracy.items():
+        try:
+            key = f"{float(u):g}"
+        except (TypeError, ValueError):
+            key = None
+        if key not in known:
+            raise ValueError(
+                f"save_checkpoint: accuracy key {u!r} is not one of the model's levels ({', '.join(sorted(known))})"
+            )
+        if isinstance(acc, bool) or not isinstance(acc, numbers.Real) or not 0.0 <= float(acc) <= 100.0:
+            raise ValueError(f"save_checkpoint: accuracy at u={key} must be a top-1 % in [0, 100], got {acc!r}")
+        out[key] = float(acc)
+    return out
+
+
 def save_checkpoint(model: ThrottleNet, path: str | os.PathLike, *, half: bool = False, **meta: Any) -> Path:
     """Write ``model`` and its card to ``path`` atomically; ``half`` stores float weights as fp16.
 
@@ -130,6 +190,8 @@ def save_checkpoint(model: ThrottleNet, path: str | os.PathLike, *, half: bool =
             f"cannot be given as meta; drop {'it' if len(clash) == 1 else 'them'} (build the model with the "
             "arch/levels you want instead)"
         )
+    if meta.get("accuracy") is not None:  # checked before the FLOP counts, which take a while on large models
+        meta = {**meta, "accuracy": _check_accuracy(meta["accuracy"], model.levels)}
     card = {
         "arch": model.arch,
         "model_kwargs": _check_primitive(model.model_kwargs, "model_kwargs"),
@@ -157,11 +219,28 @@ def save_checkpoint(model: ThrottleNet, path: str | os.PathLike, *, half: bool =
     return atomic_write(path, lambda fh: torch.save(payload, fh))
 
 
-def read_checkpoint(path: str | os.PathLike) -> dict:
-    """Load and validate the raw payload (weights_only); CheckpointError on anything foreign."""
+def resolve_checkpoint_path(path: str | os.PathLike) -> Path:
+    """The checkpoint file ``path`` names: itself, or ``path/model.pt`` for a run directory; clear errors else."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"expected a checkpoint path (str or os.PathLike), got {type(path).__name__}")
     path = Path(path)
+    if path.is_dir():
+        if (path / "model.pt").is_file():
+            return path / "model.pt"
+        found = list(itertools.islice(path.rglob("model.pt"), 3))
+        hint = f" (it holds {', '.join(map(str, found))})" if found else ""
+        raise FileNotFoundError(f"{path} is a directory without a model.pt; name a checkpoint file{hint}")
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
+    return path
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict:
+    """Load and validate the raw payload (weights_only); CheckpointError on anything foreign.
+
+    A run directory (one holding ``model.pt``, as ``tnn pretrain --out`` writes) stands for its ``model.pt``.
+    """
+    path = resolve_checkpoint_path(path)
     with path.open("rb") as fh:
         head = fh.read(4)
     if not head:
@@ -180,7 +259,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     except pickle.UnpicklingError as err:
         raise CheckpointError(
             f"{path} holds objects other than tensors and primitives, which are never unpickled "
-            f"(weights_only=True): not a TNN checkpoint, or a tampered one ({describe_error(err)})"
+            f"(weights_only=True): not a TNN checkpoint, or a tampered one ({_unpickling_detail(err)})"
         ) from None
     except Exception as err:  # the loader's failures on garbage are many and unspecified; name the file
         raise CheckpointError(f"{path} is corrupt or not a PyTorch file ({describe_error(err)})") from None
@@ -252,6 +331,19 @@ def model_from_payload(payload: dict, path: str | os.PathLike) -> ThrottleNet:
             f"{path}: stored tensors of the wrong kind (floating vs integer): {', '.join(mismatched[:3])}"
             f"{', ...' if len(mismatched) > 3 else ''}; the file is damaged or was not written by tnn.save_checkpoint"
         )
+    levels = payload["card"].get("levels")
+    if levels is not None and not (
+        isinstance(levels, list)
+        and all(isinstance(u, numbers.Real) for u in levels)
+        and [f"{float(u):g}" for u in levels] == [f"{u:g}" for u in model.levels]
+    ):
+        raise CheckpointError(
+            f"{path}: the card's levels {levels} are not the levels of the model its arch and model_kwargs build "
+            f"({list(model.levels)}); the file is damaged or was edited by hand"
+        )
+    dtype = payload.get("dtype")
+    if dtype is not None and dtype not in ("float32", "float16"):
+        raise CheckpointError(f"{path}: unknown weight dtype {dtype!r} (float32 or float16); the file is damaged")
     state = {k: v.float() if v.is_floating_point() else v for k, v in payload["state_dict"].items()}
     try:
         model.load_state_dict(state, strict=True)

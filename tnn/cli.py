@@ -7,6 +7,7 @@ import contextlib
 import importlib
 import itertools
 import json
+import os
 import shlex
 import sys
 from collections.abc import Iterator, Sequence
@@ -15,7 +16,7 @@ from typing import Any
 
 import torch
 
-from tnn.checkpoint import CheckpointError, atomic_write, read_checkpoint
+from tnn.checkpoint import CheckpointError, atomic_write, check_writable, read_checkpoint
 from tnn.models import ThrottleNet, create_model, list_models
 from tnn.runtime import cpu_bf16_native, resolve_device, set_threads
 
@@ -87,6 +88,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
     if min(args.batch_sizes) < 1:  # unknown models and inputs without channels-last: bench_latency, before timing
         raise ValueError(f"--batch-sizes must be positive, got {args.batch_sizes}")
+    if args.json:
+        check_writable(args.json, "--json")
     threads = args.threads or []
     rows = bench_latency(
         args.models,
@@ -172,16 +175,32 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     from tnn.train import PretrainConfig, pretrain
 
     values = {}
+    fields = [f.name for f in dataclasses.fields(PretrainConfig)]
     if args.config:
         try:
             values = json.loads(Path(args.config).read_text())
         except json.JSONDecodeError as err:
-            raise ValueError(f"{args.config} is not valid JSON ({err})") from None
+            raise ValueError(f"--config {args.config} is not valid JSON ({err})") from None
+        except (OSError, UnicodeDecodeError) as err:
+            why = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+            raise ValueError(
+                f"--config {args.config}: cannot read it ({why}); pass the path of a JSON file of config values"
+            ) from None
         if not isinstance(values, dict):
-            raise ValueError(f"{args.config} must hold a JSON object of config values, got {type(values).__name__}")
-        unknown = set(values) - {f.name for f in dataclasses.fields(PretrainConfig)}
+            raise ValueError(
+                f"--config {args.config} must hold a JSON object of config values, got {type(values).__name__}"
+            )
+        unknown = set(values) - set(fields)
         if unknown:
-            raise ValueError(f"{args.config}: unknown config keys {sorted(unknown)}")
+            raise ValueError(f"--config {args.config}: unknown config keys {sorted(unknown)}; known: {fields}")
+    if args.model_kwargs is not None:  # a string here (see the pretrain parser), so that bad JSON is named
+        try:
+            args.model_kwargs = json.loads(args.model_kwargs)
+        except json.JSONDecodeError as err:
+            raise ValueError(
+                f"--model-kwargs is not JSON ({err}): {args.model_kwargs!r}; pass a JSON object, "
+                """e.g. --model-kwargs '{"widths": [8, 16, 32]}'"""
+            ) from None
     for f in dataclasses.fields(PretrainConfig):
         if getattr(args, f.name) is not None:
             values[f.name] = getattr(args, f.name)
@@ -205,10 +224,17 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from tnn.report import accuracy_table
 
+    if args.out:
+        check_writable(args.out, "--out")
     table = accuracy_table(_checkpoints(args.checkpoints))
     print(table)
     if args.out:
-        text = Path(args.out).read_text() if Path(args.out).is_file() else ""
+        try:
+            text = Path(args.out).read_text() if Path(args.out).is_file() else ""
+        except UnicodeDecodeError:
+            raise ValueError(
+                f"--out {args.out} is not a text file; report writes its table into a markdown file such as README.md"
+            ) from None
         begin, end = "<!-- tnn report: begin -->", "<!-- tnn report: end -->"
         block = f"{begin}\n{table}\n{end}"
         if begin in text and end in text:
@@ -289,8 +315,18 @@ def _cmd_bench_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("tnn")
+    except PackageNotFoundError:  # run from a source tree that is not installed
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tnn", description="Runtime-throttleable neural networks.")
+    parser.add_argument("--version", action="version", version=f"tnn {_version()} (torch {torch.__version__})")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("models", help="list registered models with params and FLOPs per level")
@@ -313,11 +349,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     from tnn.train import PretrainConfig
 
-    p = sub.add_parser("pretrain", help="train a throttleable network (sandwich rule, in-place distillation)")
+    # conflict_handler "resolve": --model-kwargs is added again below, replacing the generic flag
+    p = sub.add_parser(
+        "pretrain",
+        help="train a throttleable network (sandwich rule, in-place distillation)",
+        conflict_handler="resolve",
+    )
     p.add_argument("--config", default=None, help="JSON file of config values (flags override it)")
-    p.add_argument("--out", default=None, help="run directory (default: runs/DATASET-ARCH-VARIANT)")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="run directory (default: runs/DATASET-ARCH-VARIANT); one that already holds a run "
+        "(model.pt or last.pt) is refused unless --resume",
+    )
+    p.add_argument("--resume", action="store_true", help="continue the run in OUT from OUT/last.pt")
     _add_config_flags(p, PretrainConfig)
+    # parsed by _cmd_pretrain, whose error names the flag and gives an example (argparse's would not)
+    p.add_argument(
+        "--model-kwargs",
+        default=None,
+        metavar="JSON",
+        help=f"{_field_docs(PretrainConfig)['model_kwargs']} (default: {{}})",
+    )
     p.set_defaults(func=_cmd_pretrain)
 
     p = sub.add_parser("evaluate", help="accuracy per level; on the test split it is written into the card")
@@ -405,7 +458,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = argv
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler, not at interpreter exit
+        return code
+    except BrokenPipeError:  # the reader went away (`tnn models | head`): stop quietly, as Unix tools do
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at interpreter exit
+        return 141  # 128 + SIGPIPE, what a shell reports for a tool killed by it
     except (CheckpointError, OSError, ValueError) as err:  # bad input or a bad path: say which, no traceback
         print(f"tnn {args.command}: error: {err}", file=sys.stderr)
         return 2

@@ -50,7 +50,7 @@ import numpy as np
 import torch
 
 from tnn.bench import channels_last_format, check_channels_last, time_interleaved, to_channels_last
-from tnn.checkpoint import atomic_write
+from tnn.checkpoint import atomic_write, check_writable
 from tnn.layers import snap_level
 from tnn.models import ThrottleNet
 
@@ -196,6 +196,11 @@ class CostProfile:
     def load(cls, path: str | os.PathLike) -> CostProfile:
         """Read and validate a profile JSON; ProfileError if malformed or newer, FileNotFoundError if absent."""
         path = Path(path)
+        if path.is_dir():
+            found = ", ".join(p.name for p in sorted(path.glob("*.json"))[:4])
+            raise IsADirectoryError(
+                f"{path} is a directory; name a cost profile JSON file" + (f" in it ({found}, ...)" if found else "")
+            )
         if not path.is_file():
             raise FileNotFoundError(f"no cost profile at {path}; make one with `tnn profile CKPT --out {path}`")
         try:
@@ -1041,13 +1046,27 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     set_threads(args.threads)
     if args.in_channels is not None and args.in_channels < 1:
         raise ValueError(f"--in-channels must be positive, got {args.in_channels}")
+    if args.out is not None:  # a bad --out fails now, not after the measurement
+        check_writable(args.out, "--out")
     source = Path(args.target)
+    if source.is_dir() and (source / "model.pt").is_file():  # a run directory stands for its model.pt
+        source = source / "model.pt"
     checkpoint = None
     if source.is_file():
+        given = (("--in-channels", args.in_channels), ("--num-classes", args.num_classes))
+        ignored = [flag for flag, value in given if value is not None]
+        if ignored:
+            raise ValueError(
+                f"{' and '.join(ignored)} {'apply' if len(ignored) > 1 else 'applies'} to a MODEL name only: the "
+                f"checkpoint {source} fixes its input and classes; drop {'them' if len(ignored) > 1 else 'it'}"
+            )
         model, card = load_checkpoint(source)
         checkpoint = {"path": str(source), "sha256": _sha256(source), "dataset": card.get("dataset")}
     elif args.target in list_models():
-        kwargs = {"num_classes": args.num_classes, "in_channels": 3 if args.in_channels is None else args.in_channels}
+        kwargs = {
+            "num_classes": 10 if args.num_classes is None else args.num_classes,
+            "in_channels": 3 if args.in_channels is None else args.in_channels,
+        }
         model = create_model(args.target, **kwargs)
     else:
         raise FileNotFoundError(
@@ -1136,7 +1155,7 @@ def add_cli(sub: Any) -> None:
     )
     p.add_argument("--idle-watts", type=float, default=0.0, help="power model: assumed idle power in W (default: 0)")
     p.add_argument("--in-channels", type=int, default=None, help="MODEL only: input channels (1 for Fashion-MNIST)")
-    p.add_argument("--num-classes", type=int, default=10, help="MODEL only: classes (default: 10)")
+    p.add_argument("--num-classes", type=int, default=None, help="MODEL only: classes (default: 10)")
     p.set_defaults(func=_cmd_profile)
 
     p = sub.add_parser("profile-show", help="print cost profiles as markdown tables")

@@ -212,6 +212,8 @@ def time_to_accuracy_table(paths: Sequence[str | os.PathLike], targets: Sequence
     Runs that never trained ``level`` are left out; none at all is a ValueError."""
     if not targets or any(not (0.0 < float(t) <= 100.0) for t in targets):
         raise ValueError(f"targets are accuracies in % (0, 100], got {list(targets)}")
+    if not (0.0 < float(level) <= 1.0):  # NaN fails this too
+        raise ValueError(f"level is a u in (0, 1], e.g. 1 or 0.5; got {level}")
     key = f"{float(level):g}"
     rows = []
     for path in sorted(Path(p) for p in paths):

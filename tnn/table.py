@@ -403,13 +403,11 @@ def cached_table(
     ``out`` writes (and reads) that file instead of the cache entry.
     """
     from tnn import data
-    from tnn.checkpoint import load_checkpoint
+    from tnn.checkpoint import load_checkpoint, resolve_checkpoint_path
 
     if split not in data.SPLITS:
         raise ValueError(f"unknown split {split!r}; choose one of {', '.join(data.SPLITS)}")
-    checkpoint = Path(checkpoint)
-    if not checkpoint.is_file():
-        raise FileNotFoundError(f"no checkpoint at {checkpoint}")
+    checkpoint = resolve_checkpoint_path(checkpoint)
     sha = file_sha256(checkpoint)
     path = Path(out) if out is not None else table_path(checkpoint, split, cache_dir)
     for parent in (path.parent, *path.parent.parents):  # refuse a place it cannot write before the work

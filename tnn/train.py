@@ -39,9 +39,10 @@ from tnn.checkpoint import (
     describe_error,
     model_from_payload,
     read_checkpoint,
+    resolve_checkpoint_path,
     save_checkpoint,
 )
-from tnn.models import ThrottleNet, create_model
+from tnn.models import ThrottleNet, create_model, list_models
 from tnn.runtime import cpu_bf16_warning, resolve_device, set_threads
 
 __all__ = ["PretrainConfig", "PretrainResult", "Sandwich", "evaluate", "evaluate_checkpoint", "pretrain"]
@@ -331,43 +332,133 @@ def _check_types(cfg: PretrainConfig) -> None:
         if not ok:
             raise ValueError(
                 f"config {f.name!r} must be {type(default).__name__ if default is not None else 'a path'}, "
-                f"got {value!r}"
+                f"got {value!r} ({_flag(f.name)})"
             )
 
 
+def _flag(name: str) -> str:
+    """The ``tnn pretrain`` flag of a config field (every field has one)."""
+    return "--" + name.replace("_", "-")
+
+
+_POSITIVE, _NON_NEGATIVE = "positive (>= 1)", "a finite number >= 0"
+_RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
+    "epochs": (lambda v: v >= 1, _POSITIVE),
+    "batch_size": (lambda v: v >= 1, _POSITIVE),
+    "eval_batch_size": (lambda v: v >= 1, _POSITIVE),
+    "lr": (lambda v: v > 0, "a finite number > 0"),
+    "label_smoothing": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "warmup_epochs": (lambda v: v >= 0, _NON_NEGATIVE),
+    "weight_decay": (lambda v: v >= 0, _NON_NEGATIVE),
+    "random_levels": (lambda v: v >= 0, _NON_NEGATIVE),
+    "limit": (lambda v: v >= 0, _NON_NEGATIVE),
+    "threads": (lambda v: v >= 0, _NON_NEGATIVE),
+    "bn_recalibration": (lambda v: v >= 0, _NON_NEGATIVE),
+    "val_recalibration": (lambda v: v >= 0, _NON_NEGATIVE),
+}
+"""The allowed range of each numeric config field (all of them finite: NaN and inf compare False)."""
+
+
 def _check_config(cfg: PretrainConfig) -> None:
+    """ValueError naming each bad field by its flag, with its value and what is allowed."""
     _check_types(cfg)
     if cfg.variant not in ("tnn", "vanilla"):
-        raise ValueError(f"variant must be 'tnn' or 'vanilla', got {cfg.variant!r}")
+        raise ValueError(f"--variant {cfg.variant!r}: variant must be 'tnn' or 'vanilla'")
     if cfg.augment not in ("auto", "crop+flip", "crop", "none"):
-        raise ValueError(f"augment must be auto, crop+flip, crop or none; got {cfg.augment!r}")
+        raise ValueError(f"--augment {cfg.augment!r}: augment must be auto, crop+flip, crop or none")
     if cfg.dataset not in tdata.DATASETS:
-        raise ValueError(f"unknown dataset {cfg.dataset!r}; known: {', '.join(tdata.DATASETS)}")
-    if cfg.epochs < 1 or cfg.batch_size < 1 or cfg.lr <= 0 or cfg.random_levels < 0:
-        raise ValueError("epochs, batch_size and lr must be positive and random_levels >= 0")
-    if cfg.eval_batch_size < 1:
-        raise ValueError(f"eval_batch_size must be positive, got {cfg.eval_batch_size}")
-    if not 0.0 <= cfg.label_smoothing < 1.0:
-        raise ValueError(f"label_smoothing must be in [0, 1), got {cfg.label_smoothing}")
-    for name in ("warmup_epochs", "weight_decay", "limit", "threads", "bn_recalibration", "val_recalibration"):
-        value = getattr(cfg, name)
-        if not math.isfinite(value) or value < 0:
-            raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+        raise ValueError(f"--dataset {cfg.dataset!r}: unknown dataset; known: {', '.join(tdata.DATASETS)}")
+    defaults = PretrainConfig()
+    floats = [f.name for f in dataclasses.fields(cfg) if isinstance(getattr(defaults, f.name), float)]
+    checked = [f.name for f in dataclasses.fields(cfg) if f.name in _RANGES or f.name in floats]  # no float unchecked
+    bad = [
+        f"{_flag(name)} {value!r}: {name} must be {rule}"
+        for name in checked
+        for ok, rule in [_RANGES.get(name, (math.isfinite, "a finite number"))]
+        if not (math.isfinite(value := getattr(cfg, name)) and ok(value))
+    ]
+    if bad:
+        raise ValueError("; ".join(bad))
     resolve_device(cfg.device)
 
 
+def _check_out(out: Path, resume: bool) -> None:
+    """Refuse to train over a run (finished or not) unless resuming it: its work would be lost."""
+    model, state = out / "model.pt", out / "last.pt"
+    if not resume and (model.exists() or state.exists()):
+        what = f"a finished run ({model})" if model.exists() else f"an unfinished run ({state})"
+        raise ValueError(
+            f"--out {out} already holds {what}; pass --resume to continue it, or choose another --out "
+            f"for a new run (or delete {out} to retrain there from scratch)"
+        )
+    if resume and model.exists() and not state.exists():
+        raise ValueError(
+            f"--out {out} holds a finished model ({model}) but no run state ({state}) to continue it from, so "
+            f"--resume would retrain it from scratch; choose another --out (or delete {model} to retrain there)"
+        )
+
+
+def _describe_shape(shape: Sequence[int]) -> str:
+    kind = "3-D clips (channels×frames×height×width)" if len(shape) == 4 else "images (channels×height×width)"
+    return f"{kind} of {'×'.join(map(str, shape))}"
+
+
+def _models_of_rank(rank: int) -> list[str]:
+    """Registered models whose input has ``rank`` dimensions per sample (builds each at its defaults)."""
+    return [name for name in list_models() if len(create_model(name).input_shape) == rank]
+
+
+def _check_model_fits(cfg: PretrainConfig, shape: Sequence[int]) -> None:
+    """ValueError if ``cfg.arch`` takes inputs of another rank than ``cfg.dataset``'s samples (images or clips)."""
+    rank = len(create_model(cfg.arch).input_shape)
+    if rank != len(shape):
+        kind = "a clip model (3-D input)" if rank == 4 else "an image model (2-D input)"
+        fits = ", ".join(_models_of_rank(len(shape)))
+        raise ValueError(
+            f"--arch {cfg.arch} is {kind}, but --dataset {cfg.dataset} holds {_describe_shape(shape)}; "
+            f"pass --arch one of {fits} (or another --dataset)"
+        )
+
+
 def build_model(cfg: PretrainConfig) -> ThrottleNet:
-    """The model a config describes: the data set fixes classes and input shape."""
+    """The model a config describes: the data set fixes classes and input shape.
+
+    ValueError, before anything is trained, if the architecture or ``cfg.model_kwargs`` does not fit the
+    data set (an image model for clips, or a kwarg that contradicts the data set's channels, size or classes).
+    """
+    if cfg.arch not in list_models():
+        raise ValueError(f"--arch {cfg.arch!r}: unknown model; known: {', '.join(list_models())} (tnn models)")
     shape = tdata.input_shape(cfg.dataset)
-    kwargs: dict[str, Any] = {"num_classes": tdata.num_classes(cfg.dataset), "in_channels": shape[0]}
-    if len(shape) == 3:
-        kwargs["input_size"] = shape[1]
-    else:
-        kwargs["input_size"] = list(shape[1:])
+    fixed: dict[str, Any] = {"num_classes": tdata.num_classes(cfg.dataset), "in_channels": shape[0]}
+    fixed["input_size"] = shape[1] if len(shape) == 3 else list(shape[1:])
+    what = {
+        "num_classes": f"{fixed['num_classes']} classes",
+        "in_channels": f"{shape[0]} channel{'s' if shape[0] != 1 else ''}",
+        "input_size": _describe_shape(shape),
+    }
+    for key, value in fixed.items():
+        given = cfg.model_kwargs.get(key, value)
+        if (list(given) if isinstance(given, list | tuple) else given) != value:
+            raise ValueError(
+                f"--model-kwargs {key}={given!r} conflicts with --dataset {cfg.dataset}, which has {what[key]} "
+                f"({key}={value!r}); drop {key!r} from --model-kwargs: the dataset sets it"
+            )
+    kwargs = dict(fixed)
     if cfg.variant == "vanilla":
         kwargs["levels"] = [1.0]
     kwargs.update(cfg.model_kwargs)
-    return create_model(cfg.arch, **kwargs)
+    try:
+        model = create_model(cfg.arch, **kwargs)
+    except ValueError:
+        _check_model_fits(cfg, shape)  # an image model for clips (or the reverse) is the likelier cause: say so
+        raise
+    if model.input_shape != tuple(shape):
+        _check_model_fits(cfg, shape)
+        raise ValueError(
+            f"--arch {cfg.arch} built for inputs of {'×'.join(map(str, model.input_shape))}, but --dataset "
+            f"{cfg.dataset} holds {_describe_shape(shape)}; check --model-kwargs"
+        )
+    return model
 
 
 _STATE_KEYS = ("version", "config", "epoch", "model", "optimizer", "history")
@@ -407,6 +498,7 @@ def pretrain(
     """
     _check_config(cfg)
     out = Path(out_dir)
+    _check_out(out, resume)
     command = command or shlex.join(sys.argv)
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     device = resolve_device(cfg.device)
@@ -604,7 +696,7 @@ def evaluate_checkpoint(
     ``batch_size`` None: 1000 on CUDA, 128 on CPU (where large batches run slower: on the 2-core
     development machine DenseNet-BC-52 takes 3.5× as long per image at 1000 as at 128, resnet20 1.8×).
     """
-    path = Path(path)
+    path = resolve_checkpoint_path(path)  # a run directory stands for its model.pt
     device = resolve_device(device)
     batch_size = batch_size or (1000 if device.type == "cuda" else 128)
     payload = read_checkpoint(path)
