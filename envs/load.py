@@ -54,6 +54,9 @@ def make_load(load: Any) -> MarkovLoad | None:
     if load == "markov":
         return MarkovLoad()
     if isinstance(load, dict):
+        unknown = sorted(set(load) - {"factors", "switch"})
+        if unknown:
+            raise ValueError(f"load takes the MarkovLoad arguments factors and switch, not {', '.join(unknown)}")
         return MarkovLoad(**load)
     if hasattr(load, "path") and hasattr(load, "max_factor"):
         return load

@@ -394,6 +394,11 @@ class ThrottleEnv(gym.Env):
             profile.check_model(self.model, checkpoint=self.checkpoint)
             return profile, "given CostProfile"
         if profile is not None:
+            if not isinstance(profile, (str, os.PathLike)):
+                raise TypeError(
+                    f"profile must be a CostProfile or the path of a profile JSON (or None for the default), "
+                    f"got {type(profile).__name__}"
+                )
             path = in_results(profile)
             if not path.is_file():
                 raise FileNotFoundError(f"no cost profile at {path}; make one with `tnn profile` or pass profile=None")

@@ -548,6 +548,14 @@ def test_bad_configuration_is_refused_with_the_valid_choices(tiny, tmp_path, mon
     other = tnn.create_model("vgg11", in_channels=1, input_size=28, width_mult=0.05, num_levels=4)
     with pytest.raises(ProfileError, match=r"\[0.25, 0.5, 0.75, 1.0\].*\[0.125, 0.25"):
         make(tiny, profile=CostProfile.from_flops(other))
+    with pytest.raises(TypeError, match=r"profile must be a CostProfile or the path of a profile JSON .* got dict"):
+        make(tiny, profile={"levels": []})
+    with pytest.raises(ValueError, match=r"load takes the MarkovLoad arguments factors and switch, not foo"):
+        make(tiny, load={"foo": 1})
+    (tmp_path / "run").mkdir()
+    shutil.copy(tiny["ckpt"], tmp_path / "run/model.pt")
+    env = make(tiny, checkpoint=str(tmp_path / "run"))  # a run directory stands for its model.pt
+    assert env.unwrapped.checkpoint == tmp_path / "run/model.pt"
 
 
 @pytest.mark.slow
