@@ -139,6 +139,21 @@ def test_wrong_input_shape_names_the_expected_shape():
         assert model(torch.rand(2, 3, 32, 32).bfloat16()).shape == (2, 10)
 
 
+def test_pixels_on_the_0_255_scale_are_warned_about_once():
+    import warnings
+
+    model = tnn.create_model("resnet8").eval()
+    with pytest.warns(UserWarning, match=r"resnet8 got input values up to 255: .* divide 0-255 pixels by 255") as seen:
+        model(torch.full((2, 3, 32, 32), 255.0))
+        model(torch.full((2, 3, 32, 32), 255.0))  # once per model: later calls are not looked at
+    assert len([w for w in seen if "0-255" in str(w.message)]) == 1
+    assert seen[0].filename == __file__  # the warning points at the caller's line
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # images in [0, 1], even standardised noise, pass silently
+        tnn.create_model("resnet8").eval()(torch.rand(2, 3, 32, 32))
+        tnn.create_model("resnet8").eval()(torch.randn(64, 3, 32, 32))
+
+
 @pytest.mark.parametrize(
     ("name", "kwargs", "message"),
     [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from itertools import chain
 
@@ -98,6 +99,7 @@ class ThrottleNet(nn.Module):
         # set by tnn.create_model so that a checkpoint can rebuild the model
         self.arch: str = type(self).__name__
         self.model_kwargs: dict = {}
+        self._range_checked = False  # the first forward call looks at the input's scale (see check_input)
         self._plans: dict[int, tuple[Watch, Callable[[torch.Tensor], torch.Tensor]]] = {}
 
     def __getstate__(self) -> dict:
@@ -120,6 +122,8 @@ class ThrottleNet(nn.Module):
         """Refuse anything but a float batch of the shape this model was built for."""
         weights = next(self.parameters(), None)
         if isinstance(x, torch.Tensor) and x.shape[1:] == self.input_shape and x.is_floating_point():
+            if not self._range_checked:
+                self._check_scale(x)
             if weights is None or x.dtype == weights.dtype or torch.is_autocast_enabled(x.device.type):
                 return
             raise ValueError(
@@ -134,6 +138,22 @@ class ThrottleNet(nn.Module):
         if not x.is_floating_point():
             raise ValueError(
                 f"{self.arch} expects float images in [0, 1], got dtype {x.dtype} (use x.float() / 255 for uint8)"
+            )
+
+    def _check_scale(self, x: torch.Tensor) -> None:
+        """Warn once per model if its first input looks like 0-255 pixels, not [0, 1] (a device sync, once)."""
+        if torch.compiler.is_compiling() or x.numel() == 0:
+            return
+        if x.is_cuda and torch.cuda.is_current_stream_capturing():  # no sync inside a CUDA graph capture
+            return
+        self._range_checked = True
+        top = float(x.detach().abs().amax())
+        if top > 10.0:  # [0, 1] images, even standardised ones, stay far below; 0-255 pixels do not
+            warnings.warn(
+                f"{self.arch} got input values up to {top:g}: it expects float images in [0, 1] and normalises "
+                "them itself; divide 0-255 pixels by 255 (x.float() / 255)",
+                UserWarning,
+                stacklevel=6,  # the caller of model(x): _check_scale, check_input, forward, two nn.Module frames
             )
 
     def forward(
