@@ -6,32 +6,17 @@ Handlers import SB3, gymnasium and matplotlib lazily, so ``tnn --help`` stays fa
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from tnn.cli import json_object_type
 
 __all__ = ["add_cli"]
 
 
-def _json_object(example: str) -> Callable[[str], dict[str, Any]]:
-    """An argparse type: a JSON object; a bad one is refused with ``example`` of a good one for this flag."""
-
-    def parse(text: str) -> dict[str, Any]:
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise argparse.ArgumentTypeError(f"not JSON ({err.msg}): {text!r}; e.g. '{example}'") from None
-        if not isinstance(value, dict):
-            raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r}; e.g. '{example}'")
-        return value
-
-    return parse
-
-
-_json_arg = _json_object('{"cost_metric": "latency"}')  # --env-kwargs
-_hyperparams_arg = _json_object('{"gamma": 0.9, "policy_kwargs": {"net_arch": [64, 64]}}')
+_json_arg = json_object_type('{"cost_metric": "latency"}')  # --env-kwargs
+_hyperparams_arg = json_object_type('{"gamma": 0.9, "policy_kwargs": {"net_arch": [64, 64]}}')
 
 
 def _cmd_train(args: argparse.Namespace) -> int:

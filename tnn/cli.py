@@ -10,7 +10,7 @@ import json
 import os
 import shlex
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ from tnn.checkpoint import CheckpointError, atomic_write, check_writable, read_c
 from tnn.models import ThrottleNet, create_model, list_models
 from tnn.runtime import cpu_bf16_native, resolve_device, set_threads
 
-__all__ = ["main"]
+__all__ = ["json_object_type", "main"]
 
 # Modules with ``add_cli(subparsers)``; each keeps its heavy imports inside its handlers.
 _EXTENSIONS = ("tnn.profile", "tnn.table", "agents.cli")
@@ -130,6 +130,24 @@ def _field_docs(cls: type) -> dict[str, str]:
     return docs
 
 
+def json_object_type(example: str) -> Callable[[str], dict[str, Any]]:
+    """An argparse type: a JSON object; a bad one is refused with ``example`` of a good one for this flag."""
+
+    def parse(text: str) -> dict[str, Any]:
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise argparse.ArgumentTypeError(f"not JSON ({err.msg}): {text!r}; e.g. '{example}'") from None
+        if not isinstance(value, dict):
+            raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r}; e.g. '{example}'")
+        return value
+
+    return parse
+
+
+_JSON_EXAMPLES = {"model_kwargs": '{"widths": [8, 16, 32]}'}  # per dict-valued config field, for its flag's errors
+
+
 def _add_config_flags(p: argparse.ArgumentParser, cls: type) -> None:
     """One flag per dataclass field, typed from its default; the field's docstring is the help."""
     import dataclasses
@@ -141,7 +159,8 @@ def _add_config_flags(p: argparse.ArgumentParser, cls: type) -> None:
         if isinstance(default, bool):
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_)
         elif isinstance(default, dict):
-            p.add_argument(flag, type=json.loads, default=None, metavar="JSON", help=help_)
+            example = _JSON_EXAMPLES.get(f.name, '{"key": "value"}')
+            p.add_argument(flag, type=json_object_type(example), default=None, metavar="JSON", help=help_)
         elif default is None:  # optional string (e.g. a path)
             p.add_argument(flag, default=None, help=help_)
         else:
@@ -193,14 +212,6 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
         unknown = set(values) - set(fields)
         if unknown:
             raise ValueError(f"--config {args.config}: unknown config keys {sorted(unknown)}; known: {fields}")
-    if args.model_kwargs is not None:  # a string here (see the pretrain parser), so that bad JSON is named
-        try:
-            args.model_kwargs = json.loads(args.model_kwargs)
-        except json.JSONDecodeError as err:
-            raise ValueError(
-                f"--model-kwargs is not JSON ({err}): {args.model_kwargs!r}; pass a JSON object, "
-                """e.g. --model-kwargs '{"widths": [8, 16, 32]}'"""
-            ) from None
     for f in dataclasses.fields(PretrainConfig):
         if getattr(args, f.name) is not None:
             values[f.name] = getattr(args, f.name)
@@ -349,12 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from tnn.train import PretrainConfig
 
-    # conflict_handler "resolve": --model-kwargs is added again below, replacing the generic flag
-    p = sub.add_parser(
-        "pretrain",
-        help="train a throttleable network (sandwich rule, in-place distillation)",
-        conflict_handler="resolve",
-    )
+    p = sub.add_parser("pretrain", help="train a throttleable network (sandwich rule, in-place distillation)")
     p.add_argument("--config", default=None, help="JSON file of config values (flags override it)")
     p.add_argument(
         "--out",
@@ -364,13 +370,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--resume", action="store_true", help="continue the run in OUT from OUT/last.pt")
     _add_config_flags(p, PretrainConfig)
-    # parsed by _cmd_pretrain, whose error names the flag and gives an example (argparse's would not)
-    p.add_argument(
-        "--model-kwargs",
-        default=None,
-        metavar="JSON",
-        help=f"{_field_docs(PretrainConfig)['model_kwargs']} (default: {{}})",
-    )
     p.set_defaults(func=_cmd_pretrain)
 
     p = sub.add_parser("evaluate", help="accuracy per level; on the test split it is written into the card")
