@@ -5,9 +5,11 @@ A few meta keys steer the run rather than the algorithm (``policy``, ``n_envs``,
 ``normalize``, ``normalize_kwargs``); every other key must be an argument of the algorithm's
 constructor, so a typo fails before training instead of being silently ignored. Values are checked
 for their type and, where SB3 would take a nonsensical one without a word (``gamma: 2``), their range.
-``lin_X`` strings become linear schedules; ``policy_kwargs`` is a plain mapping (never an ``eval``'d
-string) whose ``net_arch`` is checked and whose ``activation_fn`` is a name (``nn.Tanh``, ``tanh``)
-of one of :data:`ACTIVATIONS`.
+``lin_X`` strings become linear schedules. ``policy`` is ``MultiInputPolicy`` (the observation is a
+dict). ``policy_kwargs`` is a plain mapping (never an ``eval``'d string) checked against the policy's
+constructor the same way; its ``net_arch`` is layer sizes, and a class is given by name from an
+allow-list: ``activation_fn`` one of :data:`ACTIVATIONS` (``nn.Tanh``, ``tanh``), ``optimizer_class``
+one of :data:`OPTIMIZERS` (``optim.AdamW``).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ __all__ = [
     "ACTIVATIONS",
     "ALGOS",
     "META_KEYS",
+    "OPTIMIZERS",
     "HyperparamError",
     "algo_class",
     "linear_schedule",
@@ -41,6 +44,12 @@ ACTIVATIONS = ("ReLU", "Tanh", "ELU", "LeakyReLU", "GELU", "SiLU", "Sigmoid")
 """``torch.nn`` activations ``policy_kwargs.activation_fn`` may name: the ones a run's ``model.zip``
 may hold and :mod:`agents.safe_load` unpickles (anything else would train and then never load)."""
 
+OPTIMIZERS = ("Adam", "AdamW", "RMSprop", "SGD")
+"""``torch.optim`` optimizers ``policy_kwargs.optimizer_class`` may name (those :mod:`agents.safe_load`
+unpickles)."""
+# class-valued policy kwargs a hyperparameter file may name: the torch module and the allowed names
+_CLASS_KEYS = {"activation_fn": ("nn", ACTIVATIONS), "optimizer_class": ("optim", OPTIMIZERS)}
+
 # value ranges SB3 does not check itself (a key the algorithm does not take is refused before this)
 _UNIT = ("in [0, 1]", lambda v: 0.0 <= v <= 1.0)
 _POSITIVE = ("> 0", lambda v: v > 0)
@@ -52,7 +61,10 @@ _RANGES: dict[str, tuple[str, Callable[[float], bool]]] = {
     **dict.fromkeys(("n_steps", "batch_size", "n_epochs", "buffer_size", "train_freq"), _POSITIVE),
     **dict.fromkeys(("target_update_interval", "n_envs", "n_timesteps"), _POSITIVE),
     **dict.fromkeys(("ent_coef", "vf_coef", "learning_starts"), _NON_NEGATIVE),
+    **dict.fromkeys(("n_critics", "clip_mean"), _POSITIVE),  # policy_kwargs (SAC)
 }
+# a policy's constructor arguments the algorithm fills in itself
+_POLICY_SET_BY_ALGO = {"self", "observation_space", "action_space", "lr_schedule"}
 # the actor/critic keys of a net_arch mapping, per algorithm (DQN takes a list only)
 _NET_ARCH_KEYS = {"ppo": ("pi", "vf"), "a2c": ("pi", "vf"), "sac": ("pi", "qf")}
 
@@ -188,8 +200,14 @@ def load_hyperparams(
             raise HyperparamError(f"{where}: {key} must be a finite number, got {value!r}")
         _check_range(where, key, raw[key], value)
     _check_normalize_kwargs(where, raw.get("normalize_kwargs"))
+    policy = raw.get("policy", "MultiInputPolicy")
+    if policy != "MultiInputPolicy":
+        raise HyperparamError(
+            f"{where}: policy must be MultiInputPolicy (every TNN env observes a dict of features and "
+            f"resource context, which {algo.upper()}'s other policies cannot read), got {policy!r}"
+        )
     if isinstance(raw.get("policy_kwargs"), Mapping):
-        raw["policy_kwargs"] = _check_policy_kwargs(where, algo, raw["policy_kwargs"])
+        raw["policy_kwargs"] = _check_policy_kwargs(where, algo, cls.policy_aliases[policy], raw["policy_kwargs"])
     meta = {
         "policy": raw.pop("policy", "MultiInputPolicy"),
         "n_envs": int(raw.pop("n_envs", 1)),
@@ -222,12 +240,34 @@ def _layer_sizes(value: Any) -> list[int] | None:
     return list(value)
 
 
-def _check_policy_kwargs(where: str, algo: str, policy_kwargs: Mapping[str, Any]) -> dict[str, Any]:
-    """``policy_kwargs`` with ``net_arch`` checked and ``activation_fn`` resolved to its ``torch.nn`` class.
+def _check_policy_kwargs(where: str, algo: str, policy_class: type, policy_kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """``policy_kwargs`` checked against ``policy_class``'s constructor: every key one it takes, every
+    value of its type (a class only from Python, never a string), ``net_arch`` layer sizes, and
+    ``activation_fn`` resolved to its ``torch.nn`` class.
 
     SB3 would fail on a bad one deep inside torch (``empty(): argument 'size' ...``, ``'str' object is
-    not callable``), after the run directory was written.
+    not callable``, ``unexpected keyword argument``), after the run directory was written.
     """
+    params = inspect.signature(policy_class.__init__).parameters
+    accepted = set(params) - _POLICY_SET_BY_ALGO
+    unknown = sorted(str(k) for k in policy_kwargs if k not in accepted)
+    if unknown:
+        raise HyperparamError(
+            f"{where}: policy_kwargs: {algo.upper()}'s {policy_class.__name__} does not take "
+            f"{', '.join(map(repr, unknown))}; valid keys: {', '.join(sorted(accepted))}"
+        )
+    for key, value in policy_kwargs.items():
+        if key == "net_arch":
+            continue  # checked below, with its own message
+        annotation = params[key].annotation
+        if typing.get_origin(annotation) is type:
+            continue  # a class: resolved from its name below, or refused
+        expected = _type_mismatch(value, annotation)
+        if expected:
+            raise HyperparamError(
+                f"{where}: policy_kwargs.{key} must be {expected}, got {value!r} ({type(value).__name__})"
+            )
+        _check_range(f"{where}: policy_kwargs", key, value, value)
     out = dict(policy_kwargs)
     if "net_arch" in out:
         arch, keys = out["net_arch"], _NET_ARCH_KEYS.get(algo)
@@ -242,25 +282,59 @@ def _check_policy_kwargs(where: str, algo: str, policy_kwargs: Mapping[str, Any]
                 f"got {arch!r}"
             )
         out["net_arch"] = checked
-    if "activation_fn" in out:
-        out["activation_fn"] = _activation(where, out["activation_fn"])
+    for key in out:
+        if typing.get_origin(params[key].annotation) is type:
+            out[key] = _named_class(where, key, out[key])
+    _check_kwargs_of(where, "optimizer_kwargs", out, out.get("optimizer_class") or params["optimizer_class"].default)
+    _check_kwargs_of(where, "features_extractor_kwargs", out, params["features_extractor_class"].default)
     return out
 
 
-def _activation(where: str, value: Any) -> type:
-    """The ``torch.nn`` activation class ``value`` names ("nn.Tanh", "torch.nn.Tanh", "Tanh", "tanh"), or is."""
+def _check_kwargs_of(where: str, key: str, policy_kwargs: Mapping[str, Any], target: type) -> None:
+    """``policy_kwargs[key]`` must hold keywords ``target`` takes (less those SB3 passes itself), with
+    finite numbers; otherwise the optimizer or extractor fails deep inside its constructor."""
+    kwargs = policy_kwargs.get(key)
+    if not kwargs:
+        return
+    params = inspect.signature(target.__init__).parameters
+    accepted = set(params) - {"self", "params", "lr", "observation_space", "args", "kwargs"}
+    unknown = sorted(str(k) for k in kwargs if k not in accepted)
+    if unknown:
+        how = " (the learning rate is the learning_rate hyperparameter)" if "lr" in unknown else ""
+        raise HyperparamError(
+            f"{where}: policy_kwargs.{key}: {target.__name__} does not take {', '.join(map(repr, unknown))}{how}; "
+            f"valid keys: {', '.join(sorted(accepted))}"
+        )
+    for name, value in kwargs.items():
+        numbers = value if isinstance(value, list | tuple) else [value]
+        if any(isinstance(v, float) and not math.isfinite(v) for v in numbers):
+            raise HyperparamError(f"{where}: policy_kwargs.{key}.{name} must be finite, got {value!r}")
+
+
+def _named_class(where: str, key: str, value: Any) -> type:
+    """The class a class-valued policy kwarg names, from its allow-list in :data:`_CLASS_KEYS`.
+
+    ``activation_fn: "nn.Tanh"`` (or ``torch.nn.Tanh``, ``Tanh``, ``tanh``, or the class itself).
+    """
     import torch
 
+    if key not in _CLASS_KEYS:
+        raise HyperparamError(
+            f"{where}: policy_kwargs.{key} cannot be set: a controller's model.zip may only hold classes "
+            f"agents.safe_load unpickles, and this one has no allowed choice but its default; drop the key"
+        )
+    module_name, names = _CLASS_KEYS[key]
+    module = getattr(torch, module_name)
     if isinstance(value, str):
-        name = value.removeprefix("torch.").removeprefix("nn.")
-        match = [a for a in ACTIVATIONS if a.lower() == name.lower()]
+        name = value.removeprefix("torch.").removeprefix(f"{module_name}.")
+        match = [a for a in names if a.lower() == name.lower()]
         if match:
-            return getattr(torch.nn, match[0])
-    elif isinstance(value, type) and value in tuple(getattr(torch.nn, a) for a in ACTIVATIONS):
+            return getattr(module, match[0])
+    elif isinstance(value, type) and value in tuple(getattr(module, a) for a in names):
         return value
     raise HyperparamError(
-        f"{where}: policy_kwargs.activation_fn must name one of {', '.join(f'nn.{a}' for a in ACTIVATIONS)} "
-        f'(e.g. "nn.Tanh" or "tanh"), got {value!r}'
+        f"{where}: policy_kwargs.{key} must name one of {', '.join(f'{module_name}.{a}' for a in names)} "
+        f'(e.g. "{module_name}.{names[1]}" or "{names[1].lower()}"), got {value!r}'
     )
 
 
@@ -292,6 +366,7 @@ def to_yaml_ready(kwargs: Mapping[str, Any]) -> dict[str, Any]:
     out = {}
     for k, v in kwargs.items():
         out[k] = f"lin_{v.initial}" if callable(v) and hasattr(v, "initial") else v
-        if k == "policy_kwargs" and isinstance(v, Mapping) and isinstance(v.get("activation_fn"), type):
-            out[k] = {**v, "activation_fn": f"nn.{v['activation_fn'].__name__}"}
+        if k == "policy_kwargs" and isinstance(v, Mapping):
+            named = {c: f"{_CLASS_KEYS[c][0]}.{v[c].__name__}" for c in _CLASS_KEYS if isinstance(v.get(c), type)}
+            out[k] = {**v, **named}
     return out

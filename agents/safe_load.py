@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from agents.config import ACTIVATIONS, SCHEDULE_KEYS
+from agents.config import ACTIVATIONS, OPTIMIZERS, SCHEDULE_KEYS
 from tnn.checkpoint import describe_error
 from tnn.data import NUMPY_ARRAY_GLOBALS
 
@@ -77,7 +77,7 @@ _SB3 = {
 }
 _TORCH = {
     ("torch", "device"),
-    *((f"torch.optim.{name.lower()}", name) for name in ("Adam", "AdamW", "RMSprop", "SGD")),
+    *((f"torch.optim.{name.lower()}", name) for name in OPTIMIZERS),
     *(("torch.nn.modules.activation", name) for name in ACTIVATIONS),
 }
 _COLLECTIONS = {("collections", "deque"), ("collections", "OrderedDict")}

@@ -1598,6 +1598,22 @@ def test_evaluate_policy_refuses_another_preview_level_with_equal_spaces(run_dir
         ("sac", {"policy_kwargs": {"net_arch": {"pi": [64], "vf": [64]}}}, "a mapping {pi: [...], qf: [...]}"),
         ("ppo", {"policy_kwargs": {"activation_fn": "nn.Swish"}}, "activation_fn must name one of nn.ReLU, nn.Tanh"),
         ("ppo", {"policy_kwargs": {"activation_fn": 3}}, 'e.g. "nn.Tanh" or "tanh"'),
+        ("ppo", {"policy": "MlpPolicy"}, "policy must be MultiInputPolicy (every TNN env observes a dict"),
+        ("ppo", {"policy_kwargs": {"foo": 1}}, "MultiInputActorCriticPolicy does not take 'foo'; valid keys:"),
+        ("dqn", {"policy_kwargs": {"ortho_init": True}}, "MultiInputPolicy does not take 'ortho_init'"),
+        ("ppo", {"policy_kwargs": {"ortho_init": "yes"}}, "policy_kwargs.ortho_init must be true/false, got 'yes'"),
+        ("sac", {"policy_kwargs": {"log_std_init": float("nan")}}, "log_std_init must be a finite number"),
+        ("sac", {"policy_kwargs": {"n_critics": 0}}, "policy_kwargs: n_critics must be > 0, got 0"),
+        ("ppo", {"policy_kwargs": {"optimizer_class": "Lion"}}, "optimizer_class must name one of optim.Adam,"),
+        ("ppo", {"policy_kwargs": {"features_extractor_class": "x"}}, "features_extractor_class cannot be set"),
+        ("ppo", {"policy_kwargs": {"optimizer_kwargs": {"lr": 1}}}, "Adam does not take 'lr' (the learning rate is"),
+        (
+            "a2c",
+            {"policy_kwargs": {"optimizer_class": "sgd", "optimizer_kwargs": {"betas": [0.9, 0.9]}}},
+            "optimizer_kwargs: SGD does not take 'betas'",
+        ),
+        ("ppo", {"policy_kwargs": {"optimizer_kwargs": {"eps": float("inf")}}}, "optimizer_kwargs.eps must be finite"),
+        ("ppo", {"policy_kwargs": {"features_extractor_kwargs": {"x": 1}}}, "CombinedExtractor does not take 'x'"),
     ],
 )
 def test_hyperparameter_ranges_and_policy_kwargs_checked(algo, override, message):
@@ -1616,6 +1632,13 @@ def test_activation_names_resolve_and_round_trip():
         _, kwargs = load_hyperparams("ppo", "tnn/Throttle-v0", {"policy_kwargs": pk})
         assert kwargs["policy_kwargs"]["activation_fn"] is torch.nn.Tanh
         assert to_yaml_ready(kwargs)["policy_kwargs"]["activation_fn"] == "nn.Tanh"
+    for name in ("optim.AdamW", "torch.optim.AdamW", "adamw", torch.optim.AdamW):
+        _, kwargs = load_hyperparams("ppo", "tnn/Throttle-v0", {"policy_kwargs": {"optimizer_class": name}})
+        assert kwargs["policy_kwargs"]["optimizer_class"] is torch.optim.AdamW
+        written = to_yaml_ready(kwargs)["policy_kwargs"]["optimizer_class"]
+        assert written == "optim.AdamW"
+        again = load_hyperparams("ppo", "tnn/Throttle-v0", {"policy_kwargs": {"optimizer_class": written}})
+        assert again[1]["policy_kwargs"]["optimizer_class"] is torch.optim.AdamW
 
 
 def test_controller_with_named_activation_trains_and_loads(toy, tmp_path):
@@ -1627,12 +1650,15 @@ def test_controller_with_named_activation_trains_and_loads(toy, tmp_path):
     from tnn.cli import main
 
     out = tmp_path / "run"
-    hp = {"batch_size": 64, "n_steps": 8, "policy_kwargs": {"activation_fn": "tanh", "net_arch": [16]}}
+    pk = {"activation_fn": "tanh", "net_arch": [16], "optimizer_class": "adamw", "optimizer_kwargs": {"eps": 1e-6}}
+    hp = {"batch_size": 64, "n_steps": 8, "policy_kwargs": pk}
     argv = ["train-controller", "--timesteps", "64", "--n-envs", "8", "--no-test", "--no-progress"]
     argv += ["--hyperparams", json.dumps(hp), "--env-kwargs", json.dumps(toy), "--out", str(out)]
     assert main(argv) == 0
-    policy, _spec = load_controller(out)  # the activation class is on safe_load's allow-list
+    policy, _spec = load_controller(out)  # the activation and optimizer are on safe_load's allow-list
     assert policy.model.policy.activation_fn is torch.nn.Tanh
+    assert type(policy.model.policy.optimizer) is torch.optim.AdamW
+    assert policy.model.policy.optimizer.defaults["eps"] == 1e-6
 
 
 def test_bad_hyperparams_json_gives_a_hyperparams_example(tmp_path, capsys):
