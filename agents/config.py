@@ -248,14 +248,8 @@ def _check_policy_kwargs(where: str, algo: str, policy_class: type, policy_kwarg
     SB3 would fail on a bad one deep inside torch (``empty(): argument 'size' ...``, ``'str' object is
     not callable``, ``unexpected keyword argument``), after the run directory was written.
     """
-    params = inspect.signature(policy_class.__init__).parameters
-    accepted = set(params) - _POLICY_SET_BY_ALGO
-    unknown = sorted(str(k) for k in policy_kwargs if k not in accepted)
-    if unknown:
-        raise HyperparamError(
-            f"{where}: policy_kwargs: {algo.upper()}'s {policy_class.__name__} does not take "
-            f"{', '.join(map(repr, unknown))}; valid keys: {', '.join(sorted(accepted))}"
-        )
+    owner = f"{algo.upper()}'s {policy_class.__name__}"
+    params = _keywords_of(f"{where}: policy_kwargs", owner, policy_class, policy_kwargs, _POLICY_SET_BY_ALGO)
     for key, value in policy_kwargs.items():
         if key == "net_arch":
             continue  # checked below, with its own message
@@ -296,15 +290,9 @@ def _check_kwargs_of(where: str, key: str, policy_kwargs: Mapping[str, Any], tar
     kwargs = policy_kwargs.get(key)
     if not kwargs:
         return
-    params = inspect.signature(target.__init__).parameters
-    accepted = set(params) - {"self", "params", "lr", "observation_space", "args", "kwargs"}
-    unknown = sorted(str(k) for k in kwargs if k not in accepted)
-    if unknown:
-        how = " (the learning rate is the learning_rate hyperparameter)" if "lr" in unknown else ""
-        raise HyperparamError(
-            f"{where}: policy_kwargs.{key}: {target.__name__} does not take {', '.join(map(repr, unknown))}{how}; "
-            f"valid keys: {', '.join(sorted(accepted))}"
-        )
+    hint = " (the learning rate is the learning_rate hyperparameter)" if "lr" in kwargs else ""
+    drop = {"self", "params", "lr", "observation_space", "args", "kwargs"}
+    _keywords_of(f"{where}: policy_kwargs.{key}", target.__name__, target, kwargs, drop, hint)
     for name, value in kwargs.items():
         numbers = value if isinstance(value, list | tuple) else [value]
         if any(isinstance(v, float) and not math.isfinite(v) for v in numbers):
@@ -338,20 +326,29 @@ def _named_class(where: str, key: str, value: Any) -> type:
     )
 
 
+def _keywords_of(
+    where: str, owner: str, target: type, kwargs: Mapping[str, Any], drop: set[str], hint: str = ""
+) -> Mapping[str, inspect.Parameter]:
+    """``target``'s constructor parameters; HyperparamError naming every key of ``kwargs`` it does not
+    take (``drop``: those it takes but that are not the user's to set)."""
+    params = inspect.signature(target.__init__).parameters
+    accepted = set(params) - drop
+    unknown = sorted(str(k) for k in kwargs if k not in accepted)
+    if unknown:
+        raise HyperparamError(
+            f"{where}: {owner} does not take {', '.join(map(repr, unknown))}{hint}; "
+            f"valid keys: {', '.join(sorted(accepted))}"
+        )
+    return params
+
+
 def _check_normalize_kwargs(where: str, kwargs: Any) -> None:
     """``normalize_kwargs`` must be keywords ``VecNormalize`` takes (not ``venv``), with finite numbers."""
     from stable_baselines3.common.vec_env import VecNormalize
 
     if not kwargs:
         return
-    params = inspect.signature(VecNormalize.__init__).parameters
-    accepted = set(params) - {"self", "venv"}
-    unknown = sorted(str(k) for k in kwargs if k not in accepted)
-    if unknown:
-        raise HyperparamError(
-            f"{where}: normalize_kwargs: VecNormalize does not take {', '.join(map(repr, unknown))}; "
-            f"valid keys: {', '.join(sorted(accepted))}"
-        )
+    params = _keywords_of(f"{where}: normalize_kwargs", "VecNormalize", VecNormalize, kwargs, {"self", "venv"})
     for key, value in kwargs.items():
         expected = _type_mismatch(value, params[key].annotation)
         if expected:
