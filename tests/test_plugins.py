@@ -103,6 +103,10 @@ def test_a_plugin_model_trains_evaluates_and_loads_through_the_cli(tmp_path):
     proc = run_tnn(["evaluate", str(run), "--data-root", str(root), "--no-write"], tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "fashion_mnist/test" in proc.stdout
+    env_kwargs = f'{{"checkpoint": "{run / "model.pt"}", "data_root": "{root}", "cache_dir": "{tmp_path / "cache"}"}}'
+    proc = run_tnn(["evaluate-controller", "static", "--no-progress", "--env-kwargs", env_kwargs], tmp_path)
+    assert proc.returncode == 0, proc.stderr  # the env builds its response table with the plugin's model
+    assert "static 1: accuracy" in proc.stdout
     card = tnn.checkpoint.read_checkpoint(run / "model.pt")["card"]
     assert card["accuracy"]["1"] > 30.0  # 10 stripe classes: chance is 10 %
     proc = run_tnn(["evaluate", str(run), "--data-root", str(root)], tmp_path, modules=None)  # not named: say how
