@@ -200,7 +200,7 @@ def load_hyperparams(
             raise HyperparamError(f"{where}: {key} must be a finite number, got {value!r}")
         _check_range(where, key, raw[key], value)
     _check_normalize_kwargs(where, raw.get("normalize_kwargs"))
-    policy = raw.get("policy", "MultiInputPolicy")
+    policy = raw.setdefault("policy", "MultiInputPolicy")
     if policy != "MultiInputPolicy":
         raise HyperparamError(
             f"{where}: policy must be MultiInputPolicy (every TNN env observes a dict of features and "
@@ -209,7 +209,7 @@ def load_hyperparams(
     if isinstance(raw.get("policy_kwargs"), Mapping):
         raw["policy_kwargs"] = _check_policy_kwargs(where, algo, cls.policy_aliases[policy], raw["policy_kwargs"])
     meta = {
-        "policy": raw.pop("policy", "MultiInputPolicy"),
+        "policy": raw.pop("policy"),
         "n_envs": int(raw.pop("n_envs", 1)),
         "n_timesteps": int(raw.pop("n_timesteps", 100_000)),
         "normalize": bool(raw.pop("normalize", False)),
@@ -250,19 +250,20 @@ def _check_policy_kwargs(where: str, algo: str, policy_class: type, policy_kwarg
     """
     owner = f"{algo.upper()}'s {policy_class.__name__}"
     params = _keywords_of(f"{where}: policy_kwargs", owner, policy_class, policy_kwargs, _POLICY_SET_BY_ALGO)
+    out = dict(policy_kwargs)
     for key, value in policy_kwargs.items():
+        annotation = params[key].annotation
         if key == "net_arch":
             continue  # checked below, with its own message
-        annotation = params[key].annotation
-        if typing.get_origin(annotation) is type:
-            continue  # a class: resolved from its name below, or refused
+        if typing.get_origin(annotation) is type:  # a class: named from its allow-list, or refused
+            out[key] = _named_class(where, key, value)
+            continue
         expected = _type_mismatch(value, annotation)
         if expected:
             raise HyperparamError(
                 f"{where}: policy_kwargs.{key} must be {expected}, got {value!r} ({type(value).__name__})"
             )
         _check_range(f"{where}: policy_kwargs", key, value, value)
-    out = dict(policy_kwargs)
     if "net_arch" in out:
         arch, keys = out["net_arch"], _NET_ARCH_KEYS.get(algo)
         checked: Any = _layer_sizes(arch)
@@ -276,9 +277,6 @@ def _check_policy_kwargs(where: str, algo: str, policy_class: type, policy_kwarg
                 f"got {arch!r}"
             )
         out["net_arch"] = checked
-    for key in out:
-        if typing.get_origin(params[key].annotation) is type:
-            out[key] = _named_class(where, key, out[key])
     _check_kwargs_of(where, "optimizer_kwargs", out, out.get("optimizer_class") or params["optimizer_class"].default)
     _check_kwargs_of(where, "features_extractor_kwargs", out, params["features_extractor_class"].default)
     return out
