@@ -96,6 +96,22 @@ def test_sandwich_loss_full_level_on_labels_others_on_its_soft_predictions():
     torch.testing.assert_close(plain, F.cross_entropy(full, y) + F.cross_entropy(low, y))
 
 
+def test_sandwich_loss_full_weight_shifts_the_share_but_keeps_the_total_weight():
+    torch.manual_seed(1)
+    full, a, b = (torch.randn(8, 10) for _ in range(3))
+    y = torch.randint(0, 10, (8,))
+    teacher = full.softmax(1)
+    ce = F.cross_entropy(full, y)
+    kd = [(-(teacher * s.log_softmax(1)).sum(1)).mean() for s in (a, b)]
+    weighted = sandwich_loss([full, a, b], y, distill=True, label_smoothing=0.0, full_weight=2.0)
+    torch.testing.assert_close(weighted, 1.5 * ce + 0.75 * (kd[0] + kd[1]))  # 2:1:1 scaled to sum to 3
+    torch.testing.assert_close(
+        sandwich_loss([full, a, b], y, distill=True, label_smoothing=0.0, full_weight=1.0), ce + kd[0] + kd[1]
+    )
+    alone = sandwich_loss([full], y, distill=True, label_smoothing=0.0, full_weight=3.0)
+    torch.testing.assert_close(alone, ce)  # one level (vanilla): the weight changes nothing
+
+
 def test_pretrain_learns_writes_run_files_and_an_honest_card(tmp_path):
     root = write_learnable_fmnist(tmp_path / "fm")
     result = pretrain(small_config(root), tmp_path / "run", log=quiet)
@@ -383,6 +399,7 @@ def no_data(monkeypatch):
         ({"epochs": 0}, "--epochs 0: epochs must be positive (>= 1)"),
         ({"batch_size": -2}, "--batch-size -2: batch_size must be positive (>= 1)"),
         ({"random_levels": -1}, "--random-levels -1: random_levels must be a finite number >= 0"),
+        ({"full_weight": 0.0}, "--full-weight 0.0: full_weight must be a finite number > 0"),
     ],
 )
 def test_each_bad_number_is_named_by_its_flag_value_and_range(tmp_path, no_data, kw, message):

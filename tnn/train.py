@@ -74,6 +74,10 @@ class PretrainConfig:
     """random levels per step besides the full and the lowest"""
     distill: bool = True
     """lower levels learn from the full level's soft predictions (else from the labels)"""
+    full_weight: float = 1.0
+    """the full level's loss counts this many times each other level's (1: the plain sandwich sum; > 1
+    favours u=1, as anytime networks balance their exits); the weights are scaled to sum to the number
+    of levels in the step, so the gradient keeps its size (no effect with one level: --variant vanilla)"""
     augment: str = "auto"
     """crop+flip | crop | none | auto (crop+flip for images, none for gesture clips)"""
     seed: int = 0
@@ -166,17 +170,29 @@ def compile_levels(model: ThrottleNet, device: torch.device) -> Callable[[torch.
 
 
 def sandwich_loss(
-    logits: Sequence[torch.Tensor], labels: torch.Tensor, *, distill: bool, label_smoothing: float
+    logits: Sequence[torch.Tensor],
+    labels: torch.Tensor,
+    *,
+    distill: bool,
+    label_smoothing: float,
+    full_weight: float = 1.0,
 ) -> torch.Tensor:
-    """Full level (first) on the labels; the others on its detached soft predictions."""
-    loss = F.cross_entropy(logits[0].float(), labels, label_smoothing=label_smoothing)
-    if len(logits) > 1:
+    """Full level (first) on the labels; the others on its detached soft predictions.
+
+    The full level's term counts ``full_weight`` times each other's, the weights scaled to sum to
+    ``len(logits)`` (so ``full_weight=1`` is the plain sum of the sandwich rule)."""
+    n = len(logits)
+    scale = n / (full_weight + n - 1)
+    loss = F.cross_entropy(logits[0].float(), labels, label_smoothing=label_smoothing) * (full_weight * scale)
+    if n > 1:
         teacher = logits[0].detach().float().softmax(1)
+        others = logits[0].new_zeros((), dtype=torch.float32)
         for student in logits[1:]:
             if distill:
-                loss = loss + torch.sum(-teacher * F.log_softmax(student.float(), 1), 1).mean()
+                others = others + torch.sum(-teacher * F.log_softmax(student.float(), 1), 1).mean()
             else:
-                loss = loss + F.cross_entropy(student.float(), labels, label_smoothing=label_smoothing)
+                others = others + F.cross_entropy(student.float(), labels, label_smoothing=label_smoothing)
+        loss = loss + others * scale
     return loss
 
 
@@ -351,6 +367,7 @@ _RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
     "warmup_epochs": (lambda v: v >= 0, _NON_NEGATIVE),
     "weight_decay": (lambda v: v >= 0, _NON_NEGATIVE),
     "random_levels": (lambda v: v >= 0, _NON_NEGATIVE),
+    "full_weight": (lambda v: v > 0, "a finite number > 0"),
     "limit": (lambda v: v >= 0, _NON_NEGATIVE),
     "threads": (lambda v: v >= 0, _NON_NEGATIVE),
     "bn_recalibration": (lambda v: v >= 0, _NON_NEGATIVE),
@@ -601,7 +618,10 @@ def pretrain(
                     us += [middle[i] for i in level_rng.choice(len(middle), size=k, replace=False)]
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                 logits = net(x, us)
-            loss = sandwich_loss(logits, y_train[idx], distill=cfg.distill, label_smoothing=cfg.label_smoothing)
+            loss = sandwich_loss(
+                logits, y_train[idx], distill=cfg.distill, label_smoothing=cfg.label_smoothing,
+                full_weight=cfg.full_weight,
+            )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
