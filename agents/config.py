@@ -9,7 +9,10 @@ for their type and, where SB3 would take a nonsensical one without a word (``gam
 dict). ``policy_kwargs`` is a plain mapping (never an ``eval``'d string) checked against the policy's
 constructor the same way; its ``net_arch`` is layer sizes, and a class is given by name from an
 allow-list: ``activation_fn`` one of :data:`ACTIVATIONS` (``nn.Tanh``, ``tanh``), ``optimizer_class``
-one of :data:`OPTIMIZERS` (``optim.AdamW``).
+one of :data:`OPTIMIZERS` (``optim.AdamW``). ``features_extractor_class`` is an extractor of your own
+by import spec (``my_extractors:SplitMLP``, a ``BaseFeaturesExtractor`` over the dict observation);
+:mod:`agents.safe_load` then resolves that one class, the one the run's ``config.yml`` names
+(:func:`extractor_of_run`), besides its allow-list.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ __all__ = [
     "OPTIMIZERS",
     "HyperparamError",
     "algo_class",
+    "extractor_of_run",
     "linear_schedule",
     "load_hyperparams",
 ]
@@ -255,6 +259,9 @@ def _check_policy_kwargs(where: str, algo: str, policy_class: type, policy_kwarg
         annotation = params[key].annotation
         if key == "net_arch":
             continue  # checked below, with its own message
+        if key == "features_extractor_class":
+            out[key] = _extractor_class(where, value)
+            continue
         if typing.get_origin(annotation) is type:  # a class: named from its allow-list, or refused
             out[key] = _named_class(where, key, value)
             continue
@@ -278,8 +285,77 @@ def _check_policy_kwargs(where: str, algo: str, policy_class: type, policy_kwarg
             )
         out["net_arch"] = checked
     _check_kwargs_of(where, "optimizer_kwargs", out, out.get("optimizer_class") or params["optimizer_class"].default)
-    _check_kwargs_of(where, "features_extractor_kwargs", out, params["features_extractor_class"].default)
+    extractor = out.get("features_extractor_class") or params["features_extractor_class"].default
+    _check_kwargs_of(where, "features_extractor_kwargs", out, extractor)
     return out
+
+
+def _extractor_class(where: str, value: Any) -> type:
+    """The features extractor ``policy_kwargs.features_extractor_class`` names: SB3's ``CombinedExtractor``
+    (the default) or a ``BaseFeaturesExtractor`` subclass of your own by import spec ``module:Class``."""
+    import importlib
+
+    from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, CombinedExtractor
+
+    key = "policy_kwargs.features_extractor_class"
+    if value in ("CombinedExtractor", CombinedExtractor):
+        return CombinedExtractor
+    if isinstance(value, type):
+        target: Any = value
+        spec = f"{value.__module__}:{value.__qualname__}"
+    elif isinstance(value, str) and value.count(":") == 1 and all(value.split(":")):
+        spec = value
+        module_name, attr = spec.split(":")
+        try:
+            target = importlib.import_module(module_name)
+        except ImportError as err:
+            raise HyperparamError(
+                f"{where}: {key} {spec!r}: cannot import {module_name!r} ({err}); put it on the Python path "
+                f"(e.g. PYTHONPATH=. when {module_name.replace('.', '/')}.py is in this directory)"
+            ) from None
+        try:
+            for part in attr.split("."):
+                target = getattr(target, part)
+        except AttributeError:
+            raise HyperparamError(f"{where}: {key} {spec!r}: module {module_name!r} has no {attr!r}") from None
+    else:
+        raise HyperparamError(
+            f"{where}: {key} must be an import spec 'module:Class' of a BaseFeaturesExtractor subclass "
+            f"(e.g. 'my_extractors:SplitMLP') or 'CombinedExtractor' (the default), got {value!r}"
+        )
+    if not (isinstance(target, type) and issubclass(target, BaseFeaturesExtractor)):
+        raise HyperparamError(
+            f"{where}: {key} {spec!r} is not a features extractor: it must be a subclass of "
+            f"stable_baselines3.common.torch_layers.BaseFeaturesExtractor taking the dict observation space"
+        )
+    if target.__module__ == "__main__" or "<locals>" in target.__qualname__:
+        raise HyperparamError(
+            f"{where}: {key} {spec!r} is defined in a script or a function, where a saved run cannot find it "
+            f"again; move it to a module on the Python path and name it 'module:Class'"
+        )
+    return target
+
+
+def extractor_spec(cls: type) -> str:
+    """How ``config.yml`` names a features extractor class: ``module:Class`` (``CombinedExtractor`` for SB3's)."""
+    from stable_baselines3.common.torch_layers import CombinedExtractor
+
+    return "CombinedExtractor" if cls is CombinedExtractor else f"{cls.__module__}:{cls.__qualname__}"
+
+
+def extractor_of_run(run_config: Mapping[str, Any], where: str) -> type | None:
+    """The features extractor of your own that a run's ``config.yml`` names (``hyperparams.policy_kwargs``),
+    imported; None for SB3's default. :mod:`agents.safe_load` resolves this one class besides its
+    allow-list when it unpickles the run's ``model.zip``."""
+    hyperparams = run_config.get("hyperparams")
+    policy_kwargs = hyperparams.get("policy_kwargs") if isinstance(hyperparams, Mapping) else None
+    value = policy_kwargs.get("features_extractor_class") if isinstance(policy_kwargs, Mapping) else None
+    if value is None:
+        return None
+    from stable_baselines3.common.torch_layers import CombinedExtractor
+
+    cls = _extractor_class(where, value)
+    return None if cls is CombinedExtractor else cls
 
 
 def _check_kwargs_of(where: str, key: str, policy_kwargs: Mapping[str, Any], target: type) -> None:
@@ -363,5 +439,7 @@ def to_yaml_ready(kwargs: Mapping[str, Any]) -> dict[str, Any]:
         out[k] = f"lin_{v.initial}" if callable(v) and hasattr(v, "initial") else v
         if k == "policy_kwargs" and isinstance(v, Mapping):
             named = {c: f"{_CLASS_KEYS[c][0]}.{v[c].__name__}" for c in _CLASS_KEYS if isinstance(v.get(c), type)}
+            if isinstance(v.get("features_extractor_class"), type):
+                named["features_extractor_class"] = extractor_spec(v["features_extractor_class"])
             out[k] = {**v, **named}
     return out

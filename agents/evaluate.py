@@ -237,6 +237,22 @@ class SB3Policy:
         return list(actions)
 
 
+def _run_config(run: Path) -> dict[str, Any] | None:
+    """A controller run's ``config.yml`` (None without one); ValueError naming it if it is not a mapping."""
+    import yaml
+
+    path = run / "config.yml"
+    if not path.is_file():
+        return None
+    try:
+        config = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path} is not valid YAML ({describe_error(err)}); restore it or retrain the run") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{path} is not a run config (a mapping); restore it or retrain the run")
+    return config
+
+
 def load_controller(run_dir: str | Path, device: str = "cpu") -> tuple[SB3Policy, dict[str, Any]]:
     """``(policy, eval_env spec)`` from a ``tnn train-controller`` run directory."""
     from agents.config import algo_class
@@ -262,8 +278,14 @@ def load_controller(run_dir: str | Path, device: str = "cpu") -> tuple[SB3Policy
         raise ValueError(f"{spec_path}: version {version} is newer than this reader ({METRICS_VERSION}); upgrade tnn")
     algo = spec.get("algo", "ppo")
     cls = algo_class(algo)
+    from agents.config import extractor_of_run
+
+    config = _run_config(run)
+    extractor = extractor_of_run(config, str(run / "config.yml")) if config else None  # None: SB3's default
     try:
-        model = load_model(cls, run / "model.zip", device=device, predict_only=True)
+        model = load_model(
+            cls, run / "model.zip", device=device, predict_only=True, allow=[extractor] if extractor else []
+        )
     except RunFileError:
         raise
     except Exception as err:  # SB3's failures on a truncated, foreign or mismatched zip are many: name the file
@@ -303,17 +325,12 @@ def check_statistics_match(vecnorm: Any, model: Any, path: Path) -> None:
 
 def run_normalizes(run_dir: str | Path) -> bool:
     """Whether a controller run was trained with ``VecNormalize`` (its ``config.yml``; False without one)."""
-    import yaml
-
-    path = Path(run_dir) / "config.yml"
-    if not path.is_file():
+    config = _run_config(Path(run_dir))
+    if config is None:
         return False
-    try:
-        config = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ValueError(f"{path} is not valid YAML ({describe_error(err)}); restore it or retrain the run") from None
-    meta = config.get("meta", {}) if isinstance(config, dict) else None
+    meta = config.get("meta", {})
     if not isinstance(meta, dict):
+        path = Path(run_dir) / "config.yml"
         raise ValueError(f"{path} is not a run config (a mapping with 'meta'); restore it or retrain the run")
     return bool(meta.get("normalize", False))
 

@@ -19,7 +19,7 @@ import io
 import json
 import pickle
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -98,16 +98,22 @@ class RunFileError(ValueError):
 
 
 class _Restricted(pickle.Unpickler):
+    def __init__(self, file: io.BytesIO, extra: frozenset[tuple[str, str]]) -> None:
+        super().__init__(file)
+        self._extra = extra
+
     def find_class(self, module: str, name: str) -> Any:
-        if (module, name) not in ALLOWED_GLOBALS:
+        if (module, name) not in ALLOWED_GLOBALS and (module, name) not in self._extra:
             raise UnsafePickleError(f"{module}.{name}")
         return super().find_class(module, name)
 
 
-def restricted_loads(data: bytes) -> Any:
-    """``pickle.loads`` that resolves only :data:`ALLOWED_GLOBALS`; anything else is an
-    :class:`UnsafePickleError` naming the global."""
-    return _Restricted(io.BytesIO(data)).load()
+def restricted_loads(data: bytes, allow: Iterable[type] = ()) -> Any:
+    """``pickle.loads`` that resolves only :data:`ALLOWED_GLOBALS` and the classes in ``allow`` (ones the
+    caller has imported itself, such as the features extractor a run's ``config.yml`` names); anything
+    else is an :class:`UnsafePickleError` naming the global."""
+    extra = frozenset((cls.__module__, cls.__qualname__) for cls in allow)
+    return _Restricted(io.BytesIO(data), extra).load()
 
 
 def load_pickle(path: str | Path, expected: type, what: str, fix: str) -> Any:
@@ -126,7 +132,9 @@ def load_pickle(path: str | Path, expected: type, what: str, fix: str) -> Any:
     return obj
 
 
-def _zip_objects(path: Path, overrides: Mapping[str, Any], predict_only: bool, fix: str) -> dict[str, Any]:
+def _zip_objects(
+    path: Path, overrides: Mapping[str, Any], predict_only: bool, fix: str, allow: Iterable[type] = ()
+) -> dict[str, Any]:
     """Every serialised entry of ``model.zip``'s ``data``, decoded safely, as SB3 ``custom_objects``."""
     try:
         with zipfile.ZipFile(path) as archive:
@@ -143,7 +151,7 @@ def _zip_objects(path: Path, overrides: Mapping[str, Any], predict_only: bool, f
         if not (isinstance(item, dict) and ":serialized:" in item):
             continue
         try:
-            objects[key] = restricted_loads(base64.b64decode(item[":serialized:"]))
+            objects[key] = restricted_loads(base64.b64decode(item[":serialized:"]), allow)
         except UnsafePickleError as err:
             if key in _REBUILT or (key in SCHEDULE_KEYS and predict_only):
                 objects[key] = 0.0  # rebuilt by SB3's _setup_model, or unused when the model only predicts
@@ -151,6 +159,12 @@ def _zip_objects(path: Path, overrides: Mapping[str, Any], predict_only: bool, f
             raise RunFileError(
                 f"{path}: its '{key}' is pickled code ({err}), which tnn never unpickles"
                 + (" (a schedule: pass it from the run's hyperparameters)" if key in SCHEDULE_KEYS else "")
+                + (
+                    " (a features extractor of your own loads only when the run's config.yml names it as "
+                    "policy_kwargs.features_extractor_class)"
+                    if key == "policy_kwargs"
+                    else ""
+                )
                 + f"; {fix}"
             ) from None
         except Exception as err:
@@ -167,12 +181,15 @@ def load_model(
     overrides: Mapping[str, Any] | None = None,
     predict_only: bool = False,
     fix: str = "check the run's files or retrain it",
+    allow: Iterable[type] = (),
 ) -> Any:
     """``cls.load(path)`` for an SB3 algorithm class, without unpickling code.
 
     ``overrides`` replace entries of the archive (the run's ``learning_rate``/``clip_range`` schedules
-    when training resumes); with ``predict_only`` the schedules may be left out.
+    when training resumes); with ``predict_only`` the schedules may be left out. ``allow``: classes the
+    archive may name besides the allow-list (the features extractor the run's ``config.yml`` names,
+    imported by the caller: :func:`agents.config.extractor_of_run`).
     """
     path = Path(path)
-    objects = _zip_objects(path, overrides or {}, predict_only, fix)
+    objects = _zip_objects(path, overrides or {}, predict_only, fix, tuple(allow))
     return cls.load(path, env=env, device=device, custom_objects=objects)

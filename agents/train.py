@@ -366,12 +366,15 @@ def _train_controller(cfg: TrainConfig, out: str | Path, *, resume: bool, comman
     cls = algo_class(cfg.algo)
     # the schedules the archive may hold as pickled closures come from this run's hyperparameters
     schedules = {k: algo_kwargs[k] for k in SCHEDULE_KEYS if k in algo_kwargs}
+    # a features extractor of your own (already imported by load_hyperparams) may be named by the archive
+    extractor = (algo_kwargs.get("policy_kwargs") or {}).get("features_extractor_class")
+    allow = [extractor] if isinstance(extractor, type) else []
     done_steps = 0
     if latest is not None:
         done_steps, path = latest
         if isinstance(venv, VecNormalize):
             venv = load_vecnormalize(_required(ckpt_dir / f"rl_model_vecnormalize_{done_steps}_steps.pkl"), venv.venv)
-        model = load_model(cls, path, env=venv, device=cfg.device, overrides=schedules, fix=_RESUME_FIX)
+        model = load_model(cls, path, env=venv, device=cfg.device, overrides=schedules, fix=_RESUME_FIX, allow=allow)
         buffer = ckpt_dir / f"rl_model_replay_buffer_{done_steps}_steps.pkl"
         if buffer.is_file() and hasattr(model, "replay_buffer"):
             from stable_baselines3.common.buffers import ReplayBuffer
@@ -383,7 +386,9 @@ def _train_controller(cfg: TrainConfig, out: str | Path, *, resume: bool, comman
     elif resume:  # a finished run: continue it up to --timesteps (or just re-evaluate it)
         if isinstance(venv, VecNormalize):
             venv = load_vecnormalize(_required(out / "vecnormalize.pkl"), venv.venv)
-        model = load_model(cls, out / "model.zip", env=venv, device=cfg.device, overrides=schedules, fix=_RESUME_FIX)
+        model = load_model(
+            cls, out / "model.zip", env=venv, device=cfg.device, overrides=schedules, fix=_RESUME_FIX, allow=allow
+        )
         if isinstance(venv, VecNormalize):
             check_statistics_match(venv, model, out / "vecnormalize.pkl")
         done_steps = int(model.num_timesteps)

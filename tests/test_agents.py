@@ -1605,7 +1605,10 @@ def test_evaluate_policy_refuses_another_preview_level_with_equal_spaces(run_dir
         ("sac", {"policy_kwargs": {"log_std_init": float("nan")}}, "log_std_init must be a finite number"),
         ("sac", {"policy_kwargs": {"n_critics": 0}}, "policy_kwargs: n_critics must be > 0, got 0"),
         ("ppo", {"policy_kwargs": {"optimizer_class": "Lion"}}, "optimizer_class must name one of optim.Adam,"),
-        ("ppo", {"policy_kwargs": {"features_extractor_class": "x"}}, "features_extractor_class cannot be set"),
+        ("ppo", {"policy_kwargs": {"features_extractor_class": "x"}}, "must be an import spec 'module:Class' of a"),
+        ("ppo", {"policy_kwargs": {"features_extractor_class": "no_such_mod:X"}}, "cannot import 'no_such_mod'"),
+        ("ppo", {"policy_kwargs": {"features_extractor_class": "json:nothing"}}, "module 'json' has no 'nothing'"),
+        ("ppo", {"policy_kwargs": {"features_extractor_class": "json:JSONDecoder"}}, "is not a features extractor"),
         ("ppo", {"policy_kwargs": {"optimizer_kwargs": {"lr": 1}}}, "Adam does not take 'lr' (the learning rate is"),
         (
             "a2c",
@@ -1639,6 +1642,75 @@ def test_activation_names_resolve_and_round_trip():
         assert written == "optim.AdamW"
         again = load_hyperparams("ppo", "tnn/Throttle-v0", {"policy_kwargs": {"optimizer_class": written}})
         assert again[1]["policy_kwargs"]["optimizer_class"] is torch.optim.AdamW
+
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def test_features_extractor_of_your_own_is_checked_imported_and_named_back(monkeypatch):
+    from stable_baselines3.common.torch_layers import CombinedExtractor
+
+    from agents.config import extractor_of_run, to_yaml_ready
+
+    monkeypatch.syspath_prepend(str(EXAMPLES))
+    from split_extractor import SplitMLP
+
+    pk = {"features_extractor_class": "split_extractor:SplitMLP", "features_extractor_kwargs": {"hidden": 8}}
+    _, kwargs = load_hyperparams("ppo", "tnn/Throttle-v0", {"policy_kwargs": pk})
+    assert kwargs["policy_kwargs"]["features_extractor_class"] is SplitMLP
+    assert to_yaml_ready(kwargs)["policy_kwargs"]["features_extractor_class"] == "split_extractor:SplitMLP"
+    assert extractor_of_run({"hyperparams": {"policy_kwargs": pk}}, "config.yml") is SplitMLP
+    assert extractor_of_run({"hyperparams": {}}, "config.yml") is None
+    _, default = load_hyperparams(
+        "ppo", "tnn/Throttle-v0", {"policy_kwargs": {"features_extractor_class": "CombinedExtractor"}}
+    )
+    assert default["policy_kwargs"]["features_extractor_class"] is CombinedExtractor
+    bad = {**pk, "features_extractor_kwargs": {"width": 3}}  # checked against SplitMLP, not CombinedExtractor
+    with pytest.raises(HyperparamError, match=re.escape("SplitMLP does not take 'width'; valid keys: hidden")):
+        load_hyperparams("ppo", "tnn/Throttle-v0", {"policy_kwargs": bad})
+
+    class Local(SplitMLP):
+        pass
+
+    with pytest.raises(HyperparamError, match="defined in a script or a function"):
+        load_hyperparams("ppo", "tnn/Throttle-v0", {"policy_kwargs": {"features_extractor_class": Local}})
+
+
+def test_controller_with_its_own_features_extractor_trains_resumes_and_loads(toy, tmp_path, monkeypatch, capsys):
+    import json
+
+    import yaml
+
+    from agents.evaluate import load_controller
+    from agents.safe_load import RunFileError
+    from tnn.cli import main
+
+    monkeypatch.syspath_prepend(str(EXAMPLES))
+    from split_extractor import SplitMLP
+
+    out = tmp_path / "run"
+    pk = {"features_extractor_class": "split_extractor:SplitMLP", "features_extractor_kwargs": {"hidden": 8}}
+    hp = {"batch_size": 64, "n_steps": 8, "policy_kwargs": pk}
+    argv = ["train-controller", "--timesteps", "64", "--n-envs", "8", "--no-test", "--no-progress"]
+    argv += ["--hyperparams", json.dumps(hp), "--env-kwargs", json.dumps(toy), "--out", str(out)]
+    assert main(argv) == 0
+    config = yaml.safe_load((out / "config.yml").read_text())
+    assert config["hyperparams"]["policy_kwargs"]["features_extractor_class"] == "split_extractor:SplitMLP"
+    policy, _spec = load_controller(out)
+    extractor = policy.model.policy.features_extractor
+    assert type(extractor) is SplitMLP and extractor.features_dim == 8 * len(extractor.encoders)
+    argv[argv.index("64")] = "128"
+    assert main([*argv, "--resume"]) == 0  # the archive's extractor class resolves on resume too
+    assert load_controller(out)[0].model.num_timesteps == 128
+    capsys.readouterr()
+
+    # the archive may name only the class config.yml names: with that entry gone it is refused, with the fix
+    del config["hyperparams"]["policy_kwargs"]["features_extractor_class"]
+    (out / "config.yml").write_text(yaml.safe_dump(config))
+    with pytest.raises(
+        RunFileError, match=r"split_extractor\.SplitMLP.*names it as policy_kwargs\.features_extractor_class"
+    ):
+        load_controller(out)
 
 
 def test_controller_with_named_activation_trains_and_loads(toy, tmp_path):
