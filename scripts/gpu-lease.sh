@@ -3,8 +3,8 @@
 #
 #   scripts/gpu-lease.sh OUT [DEADLINE_S]
 #
-# 1. every CIFAR-10 model this repo ships (resnet20 TNN with its vanilla and half-width twins and a
-#    one-random-level TNN beside it, the VGG-16, DenseNet-BC-100 and ResNeXt-29 TNNs), trained side by
+# 1. every CIFAR-10 model this repo ships (resnet20 TNN with its vanilla and half-width twins and the
+#    four-level TNN beside it, the VGG-16, DenseNet-BC-100 and ResNeXt-29 TNNs), trained side by
 #    side by scripts/gpu_budget.py so
 #    that all end within DEADLINE_S seconds (default 440); plan.json (in both archives) records how;
 # 2. NVML energy/latency profiles of resnet20 (batch 1 with CUDA graphs, batch 256).

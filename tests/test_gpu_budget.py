@@ -20,7 +20,7 @@ def gb():
 
 def test_plan_fits_the_window_and_gives_a_group_one_schedule(gb):
     jobs = gb.default_jobs()
-    # H200 step times (the one-random-level TNN's not measured: three passes of the four-pass 45.5 ms)
+    # H200 step times (the four-level TNN's not measured: three passes of the four-pass 45.5 ms)
     for job, ms in zip(jobs, (45.5, 9.9, 34.1, 11.6, 36.1, 193.4, 69.8), strict=True):
         job.steps_per_epoch, job.sec_per_step = 87, ms / 1e3
     gb.plan(jobs, window_s=395, slowdown=2.0, eval_overhead=0.25, min_epochs=10)
