@@ -4,9 +4,9 @@
 #   scripts/gpu-lease.sh OUT [DEADLINE_S]
 #
 # 1. every CIFAR-10 model this repo ships (resnet20 TNN with its vanilla and half-width twins and the
-#    four-level TNN beside it, the VGG-16, DenseNet-BC-100 and ResNeXt-29 TNNs), trained side by
-#    side by scripts/gpu_budget.py so
-#    that all end within DEADLINE_S seconds (default 440); plan.json (in both archives) records how;
+#    four-level TNN with its u=1 loss weighted twice beside it, the VGG-16, DenseNet-BC-100 and
+#    ResNeXt-29 TNNs), trained side by side by scripts/gpu_budget.py so that all end within
+#    DEADLINE_S seconds (default 440); plan.json (in both archives) records how;
 # 2. NVML energy/latency profiles of resnet20 (batch 1 with CUDA graphs, batch 256).
 # OUT gets r20.tar.gz, families.tar.gz, profiles.tar.gz and the logs: few files, as a lease returns.
 # COMPILE=1 trains with `tnn pretrain --compile` (CUDA graphs; on an H200 the eager resnet20 sandwich
