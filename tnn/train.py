@@ -619,7 +619,10 @@ def pretrain(
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                 logits = net(x, us)
             loss = sandwich_loss(
-                logits, y_train[idx], distill=cfg.distill, label_smoothing=cfg.label_smoothing,
+                logits,
+                y_train[idx],
+                distill=cfg.distill,
+                label_smoothing=cfg.label_smoothing,
                 full_weight=cfg.full_weight,
             )
             optimizer.zero_grad(set_to_none=True)
