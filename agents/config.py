@@ -293,31 +293,18 @@ def _check_policy_kwargs(where: str, algo: str, policy_class: type, policy_kwarg
 def _extractor_class(where: str, value: Any) -> type:
     """The features extractor ``policy_kwargs.features_extractor_class`` names: SB3's ``CombinedExtractor``
     (the default) or a ``BaseFeaturesExtractor`` subclass of your own by import spec ``module:Class``."""
-    import importlib
-
     from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, CombinedExtractor
+
+    from envs.rewards import import_spec
 
     key = "policy_kwargs.features_extractor_class"
     if value in ("CombinedExtractor", CombinedExtractor):
         return CombinedExtractor
     if isinstance(value, type):
-        target: Any = value
-        spec = f"{value.__module__}:{value.__qualname__}"
-    elif isinstance(value, str) and value.count(":") == 1 and all(value.split(":")):
+        target, spec = value, extractor_spec(value)
+    elif isinstance(value, str):
         spec = value
-        module_name, attr = spec.split(":")
-        try:
-            target = importlib.import_module(module_name)
-        except ImportError as err:
-            raise HyperparamError(
-                f"{where}: {key} {spec!r}: cannot import {module_name!r} ({err}); put it on the Python path "
-                f"(e.g. PYTHONPATH=. when {module_name.replace('.', '/')}.py is in this directory)"
-            ) from None
-        try:
-            for part in attr.split("."):
-                target = getattr(target, part)
-        except AttributeError:
-            raise HyperparamError(f"{where}: {key} {spec!r}: module {module_name!r} has no {attr!r}") from None
+        target = import_spec(spec, f"{where}: {key}", HyperparamError)
     else:
         raise HyperparamError(
             f"{where}: {key} must be an import spec 'module:Class' of a BaseFeaturesExtractor subclass "
@@ -350,12 +337,7 @@ def extractor_of_run(run_config: Mapping[str, Any], where: str) -> type | None:
     hyperparams = run_config.get("hyperparams")
     policy_kwargs = hyperparams.get("policy_kwargs") if isinstance(hyperparams, Mapping) else None
     value = policy_kwargs.get("features_extractor_class") if isinstance(policy_kwargs, Mapping) else None
-    if value is None:
-        return None
-    from stable_baselines3.common.torch_layers import CombinedExtractor
-
-    cls = _extractor_class(where, value)
-    return None if cls is CombinedExtractor else cls
+    return None if value in (None, "CombinedExtractor") else _extractor_class(where, value)
 
 
 def _check_kwargs_of(where: str, key: str, policy_kwargs: Mapping[str, Any], target: type) -> None:

@@ -255,7 +255,7 @@ def _run_config(run: Path) -> dict[str, Any] | None:
 
 def load_controller(run_dir: str | Path, device: str = "cpu") -> tuple[SB3Policy, dict[str, Any]]:
     """``(policy, eval_env spec)`` from a ``tnn train-controller`` run directory."""
-    from agents.config import algo_class
+    from agents.config import algo_class, extractor_of_run
 
     run = Path(run_dir)
     spec_path = run / "eval_env.json"
@@ -278,8 +278,6 @@ def load_controller(run_dir: str | Path, device: str = "cpu") -> tuple[SB3Policy
         raise ValueError(f"{spec_path}: version {version} is newer than this reader ({METRICS_VERSION}); upgrade tnn")
     algo = spec.get("algo", "ppo")
     cls = algo_class(algo)
-    from agents.config import extractor_of_run
-
     config = _run_config(run)
     extractor = extractor_of_run(config, str(run / "config.yml")) if config else None  # None: SB3's default
     try:

@@ -271,27 +271,36 @@ def make_reward(reward: str | Callable[[dict], float], **kwargs: Any) -> Callabl
     return reward
 
 
-def _imported_reward(spec: str, kwargs: dict[str, Any]) -> Callable[[dict], float]:
-    """The reward an import spec ``"module:attr"`` names; RewardError saying what is wrong if none."""
+def import_spec(spec: str, what: str, error: type[ValueError] = ValueError) -> Any:
+    """The object an import spec ``"module:attr"`` names (``attr`` may be dotted), imported; ``error``
+    (a ValueError) saying what is wrong — a malformed spec, a module not on the path, no such
+    attribute — prefixed with ``what`` (e.g. ``"reward"``). Shared by rewards and the controllers'
+    features extractors of your own."""
     import importlib
-    import inspect
 
     module_name, _, attr = spec.partition(":")
-    if not module_name or not attr:
-        raise RewardError(f"reward {spec!r}: an import spec is 'module:attr', e.g. 'my_rewards:EnergyBudget'")
+    if not module_name or not attr or ":" in attr:
+        raise error(f"{what} {spec!r}: an import spec is 'module:attr', e.g. 'my_rewards:EnergyBudget'")
     try:
-        module = importlib.import_module(module_name)
+        target: Any = importlib.import_module(module_name)
     except ImportError as err:
-        raise RewardError(
-            f"reward {spec!r}: cannot import {module_name!r} ({err}); put it on the Python path "
-            f"(e.g. PYTHONPATH=. when {module_name}.py is in this directory)"
+        raise error(
+            f"{what} {spec!r}: cannot import {module_name!r} ({err}); put it on the Python path "
+            f"(e.g. PYTHONPATH=. when {module_name.replace('.', '/')}.py is in this directory)"
         ) from None
     try:
-        target: Any = module
         for part in attr.split("."):
             target = getattr(target, part)
     except AttributeError:
-        raise RewardError(f"reward {spec!r}: module {module_name!r} has no attribute {attr!r}") from None
+        raise error(f"{what} {spec!r}: module {module_name!r} has no attribute {attr!r}") from None
+    return target
+
+
+def _imported_reward(spec: str, kwargs: dict[str, Any]) -> Callable[[dict], float]:
+    """The reward an import spec ``"module:attr"`` names; RewardError saying what is wrong if none."""
+    import inspect
+
+    target = import_spec(spec, "reward", RewardError)
     if inspect.isclass(target):
         try:
             target = target(**kwargs)

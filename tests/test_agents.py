@@ -1605,10 +1605,15 @@ def test_evaluate_policy_refuses_another_preview_level_with_equal_spaces(run_dir
         ("sac", {"policy_kwargs": {"log_std_init": float("nan")}}, "log_std_init must be a finite number"),
         ("sac", {"policy_kwargs": {"n_critics": 0}}, "policy_kwargs: n_critics must be > 0, got 0"),
         ("ppo", {"policy_kwargs": {"optimizer_class": "Lion"}}, "optimizer_class must name one of optim.Adam,"),
-        ("ppo", {"policy_kwargs": {"features_extractor_class": "x"}}, "must be an import spec 'module:Class' of a"),
+        ("ppo", {"policy_kwargs": {"features_extractor_class": "x"}}, "an import spec is 'module:attr'"),
         ("ppo", {"policy_kwargs": {"features_extractor_class": "no_such_mod:X"}}, "cannot import 'no_such_mod'"),
-        ("ppo", {"policy_kwargs": {"features_extractor_class": "json:nothing"}}, "module 'json' has no 'nothing'"),
+        (
+            "ppo",
+            {"policy_kwargs": {"features_extractor_class": "json:nothing"}},
+            "module 'json' has no attribute 'nothing'",
+        ),
         ("ppo", {"policy_kwargs": {"features_extractor_class": "json:JSONDecoder"}}, "is not a features extractor"),
+        ("ppo", {"policy_kwargs": {"features_extractor_class": 3}}, "must be an import spec 'module:Class' of a"),
         ("ppo", {"policy_kwargs": {"optimizer_kwargs": {"lr": 1}}}, "Adam does not take 'lr' (the learning rate is"),
         (
             "a2c",

@@ -112,6 +112,22 @@ def test_sandwich_loss_full_weight_shifts_the_share_but_keeps_the_total_weight()
     torch.testing.assert_close(alone, ce)  # one level (vanilla): the weight changes nothing
 
 
+def test_pretrain_passes_full_weight_to_the_sandwich_loss(tmp_path, monkeypatch):
+    import tnn.train as train
+
+    seen = []
+
+    def spy(logits, labels, **kw):
+        seen.append((len(logits), kw["full_weight"]))
+        return sandwich_loss(logits, labels, **kw)
+
+    monkeypatch.setattr(train, "sandwich_loss", spy)
+    root = write_learnable_fmnist(tmp_path / "fm")
+    pretrain(small_config(root, epochs=1, limit=64, full_weight=2.5), tmp_path / "run", log=quiet)
+    assert seen and all(weight == 2.5 and n > 1 for n, weight in seen)
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["full_weight"] == 2.5
+
+
 def test_pretrain_learns_writes_run_files_and_an_honest_card(tmp_path):
     root = write_learnable_fmnist(tmp_path / "fm")
     result = pretrain(small_config(root), tmp_path / "run", log=quiet)
